@@ -1,0 +1,158 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import type { ConcurrencyLimits } from "./tasks/agent-queues.js";
+
+/** A configuration problem the user must fix; the message names what was wrong and what is allowed. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const Limit = z.number().int().min(1).max(1_000);
+
+/** The JSON config file (`--config`). Every level is strict: an unknown key is an error that names it. */
+export const ConfigFile = z.strictObject({
+  opencode: z
+    .strictObject({
+      url: z.url().optional().describe("Attach to this opencode server instead of spawning one"),
+      directory: z.string().min(1).optional().describe("The project the sessions work in"),
+    })
+    .optional(),
+  concurrency: z
+    .strictObject({
+      default: Limit.optional().describe("Sessions per agent at once, for agents not listed (default 5)"),
+      agents: z.record(z.string().min(1), Limit).optional().describe("Per-agent limits"),
+    })
+    .optional(),
+  notifications: z
+    .strictObject({
+      parentPrompt: z.boolean().optional().describe("Prompt the parent session when a task ends (default true)"),
+    })
+    .optional(),
+  transport: z.enum(["stdio"]).optional(),
+  dataDir: z.string().min(1).optional(),
+});
+export type ConfigFile = z.infer<typeof ConfigFile>;
+
+export interface Settings {
+  /** Attach here; undefined = spawn an embedded `opencode serve`. */
+  opencodeUrl: string | undefined;
+  directory: string;
+  concurrency: ConcurrencyLimits;
+  parentPrompt: boolean;
+  transport: "stdio";
+  dataDir: string | undefined;
+  /** HTTP Basic credentials for opencode (OPENCODE_SERVER_PASSWORD / OPENCODE_SERVER_USERNAME). */
+  opencodeAuth: { username: string; password: string } | undefined;
+}
+
+export const USAGE = `Usage: background-agents-mcp [options]
+
+Runs opencode agent sessions in the background for any MCP client (MCP over stdio).
+
+Options:
+  --opencode-url <url>     attach to a running opencode server (env OPENCODE_URL);
+                           without it, an embedded "opencode serve" is started in --directory
+  --directory <dir>        the project the sessions work in (default: the current directory)
+  --config <file>          JSON config file (env BACKGROUND_AGENTS_CONFIG); flags override it
+  --concurrency <agent=n>  sessions of one agent at once (repeatable); default=n sets the default (5)
+  --transport stdio        MCP transport (default stdio)
+  --data-dir <dir>         where task state is kept
+  --help                   show this help
+  --version                show the version
+
+Environment:
+  OPENCODE_SERVER_PASSWORD, OPENCODE_SERVER_USERNAME (default "opencode"): HTTP Basic auth for opencode
+  BACKGROUND_AGENTS_LOG_LEVEL: debug | info | warn | error (stderr; default info)`;
+
+export type CliAction = { kind: "help" } | { kind: "version" } | { kind: "run"; settings: Settings };
+
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): CliAction {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        "opencode-url": { type: "string" },
+        directory: { type: "string" },
+        config: { type: "string" },
+        concurrency: { type: "string", multiple: true },
+        transport: { type: "string" },
+        "data-dir": { type: "string" },
+        help: { type: "boolean" },
+        version: { type: "boolean" },
+      },
+    }).values;
+  } catch (error) {
+    throw new ConfigError(`${(error as Error).message}\n\n${USAGE}`);
+  }
+  if (parsed.help) return { kind: "help" };
+  if (parsed.version) return { kind: "version" };
+
+  const configPath = parsed.config ?? env.BACKGROUND_AGENTS_CONFIG;
+  const file = configPath ? loadConfigFile(resolve(cwd, configPath)) : {};
+
+  const transport = parsed.transport ?? file.transport ?? "stdio";
+  if (transport !== "stdio") throw new ConfigError(`--transport "${transport}" is not supported; allowed: stdio`);
+
+  const concurrency: ConcurrencyLimits = {
+    default: file.concurrency?.default ?? 5,
+    agents: { ...file.concurrency?.agents },
+  };
+  for (const spec of parsed.concurrency ?? []) {
+    const [agent, limit] = parseConcurrency(spec);
+    if (agent === "default") concurrency.default = limit;
+    else concurrency.agents[agent] = limit;
+  }
+
+  const opencodeUrl = parsed["opencode-url"] ?? env.OPENCODE_URL ?? file.opencode?.url;
+  if (opencodeUrl !== undefined && !z.url().safeParse(opencodeUrl).success) {
+    throw new ConfigError(`--opencode-url "${opencodeUrl}" is not a URL; expected e.g. http://127.0.0.1:4096`);
+  }
+  const password = env.OPENCODE_SERVER_PASSWORD;
+  return {
+    kind: "run",
+    settings: {
+      opencodeUrl: opencodeUrl?.replace(/\/+$/, ""),
+      directory: resolve(cwd, parsed.directory ?? file.opencode?.directory ?? "."),
+      concurrency,
+      parentPrompt: file.notifications?.parentPrompt ?? true,
+      transport,
+      dataDir: parsed["data-dir"] ?? file.dataDir,
+      opencodeAuth: password ? { username: env.OPENCODE_SERVER_USERNAME || "opencode", password } : undefined,
+    },
+  };
+}
+
+function parseConcurrency(spec: string): [string, number] {
+  const match = /^([^=\s]+)=(\d+)$/.exec(spec);
+  const limit = match ? Number(match[2]) : NaN;
+  if (!match || !Limit.safeParse(limit).success) {
+    throw new ConfigError(`--concurrency "${spec}" must be <agent>=<n> with n from 1 to 1000 (default=<n> sets the default)`);
+  }
+  return [match[1]!, limit];
+}
+
+export function loadConfigFile(path: string): ConfigFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, "utf8"));
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${path}: ${(error as Error).message}`);
+  }
+  const result = ConfigFile.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const at = issue.path.length ? issue.path.join(".") : "(top level)";
+      return `  ${at}: ${issue.message}`;
+    });
+    throw new ConfigError(
+      `invalid config file ${path}:\n${problems.join("\n")}\n` +
+        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir`,
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,108 @@
+import { z } from "zod";
+import { TASK_STATUSES } from "../tasks/task.js";
+
+/** Zod schemas for everything that crosses the MCP boundary: the single source of truth for the tools. */
+
+export const MAX_BLOCK_MS = 10 * 60 * 1000;
+
+const nonEmpty = (what: string) => z.string().trim().min(1, `${what} must not be empty`);
+
+export const BackgroundTaskInput = {
+  description: nonEmpty("description").max(200).describe("A short (3-10 words) description of the task, shown in lists and notifications"),
+  prompt: nonEmpty("prompt").describe("The full instructions for the background agent (at most 1 MB)"),
+  agent: nonEmpty("agent").describe("The opencode agent that runs the task, e.g. \"explore\" or \"general\""),
+  model: z
+    .string()
+    .regex(/^[^/\s]+\/\S+$/, 'model must be "provider/model", e.g. "anthropic/claude-sonnet-4"')
+    .optional()
+    .describe('Model override as "provider/model"; default: the agent\'s model'),
+  parent_session_id: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("opencode session to prompt when the task ends (the child session is created under it)"),
+  timeout_ms: z
+    .number()
+    .int()
+    .positive()
+    .max(24 * 60 * 60 * 1000)
+    .optional()
+    .describe("Abort the task and end it with an error after this many milliseconds"),
+};
+
+export const BackgroundOutputInput = {
+  task_id: z.string().min(1).optional().describe("The task to read; omit to list all tasks, newest first"),
+  block: z.boolean().default(false).describe("Wait until the task is finished (or timeout_ms passes)"),
+  timeout_ms: z
+    .number()
+    .int()
+    .min(0)
+    .max(MAX_BLOCK_MS)
+    .default(30_000)
+    .describe("How long block waits, in ms (at most 600000 = 10 minutes)"),
+  full: z.boolean().default(false).describe("Also return the transcript: messages and tool calls"),
+};
+
+export const BackgroundCancelInput = {
+  task_id: z.string().min(1).optional().describe("The task to cancel"),
+  all: z.boolean().optional().describe("Cancel every queued and running task"),
+};
+
+const Status = z.enum(TASK_STATUSES);
+
+export const Progress = z.object({
+  tool_calls: z.number().int().min(0),
+  last_tool: z.string().nullable(),
+  last_message: z.string().nullable(),
+  incomplete_todos: z.array(z.object({ content: z.string(), status: z.string() })).optional(),
+});
+
+export const TranscriptEntry = z.object({
+  role: z.enum(["user", "assistant"]),
+  type: z.enum(["text", "tool"]),
+  text: z.string().optional(),
+  tool: z.string().optional(),
+  status: z.string().optional(),
+  input: z.string().optional(),
+  output: z.string().optional(),
+});
+
+export const TaskView = z.object({
+  task_id: z.string(),
+  status: Status,
+  agent: z.string(),
+  description: z.string(),
+  session_id: z.string().nullable(),
+  parent_session_id: z.string().nullable(),
+  created_at: z.string(),
+  started_at: z.string().nullable(),
+  completed_at: z.string().nullable(),
+  duration_ms: z.number().int().nullable(),
+  queue_position: z.number().int().positive().nullable(),
+  progress: Progress,
+  result: z.string().nullable(),
+  error: z.string().nullable(),
+  messages: z.array(TranscriptEntry).optional(),
+  messages_omitted: z.number().int().optional(),
+});
+export type TaskView = z.infer<typeof TaskView>;
+
+export const BackgroundTaskOutput = {
+  task_id: z.string(),
+  status: z.enum(["queued", "running"]),
+  agent: z.string(),
+  description: z.string(),
+  session_id: z.string().nullable(),
+  queue_position: z.number().int().positive().nullable(),
+};
+
+/** One task, or (without task_id) the list. Both shapes validate against this. */
+export const BackgroundOutputOutput = {
+  ...TaskView.partial().shape,
+  tasks: z.array(TaskView).optional(),
+};
+
+export const BackgroundCancelOutput = {
+  cancelled: z.array(z.string()),
+  skipped: z.array(z.object({ task_id: z.string(), reason: z.string() })),
+};

@@ -1,0 +1,141 @@
+import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
+import { toTranscript } from "../opencode/transcript.js";
+import { TaskInputError, type TaskManager } from "../tasks/manager.js";
+import { isTerminal } from "../tasks/task.js";
+import {
+  BackgroundCancelInput,
+  BackgroundCancelOutput,
+  BackgroundOutputInput,
+  BackgroundOutputOutput,
+  BackgroundTaskInput,
+  BackgroundTaskOutput,
+  type TaskView,
+} from "./schemas.js";
+import { summarize, toView } from "./task-view.js";
+
+export interface ToolOptions {
+  /** Whether a task with a parent session gets a prompt in that session when it ends. */
+  parentPrompt: boolean;
+}
+
+function ok(text: string, structured: Record<string, unknown>): CallToolResult {
+  return { content: [{ type: "text", text }], structuredContent: structured };
+}
+
+function fail(text: string): CallToolResult {
+  return { content: [{ type: "text", text }], isError: true };
+}
+
+/** Turns expected failures into an `isError` result that says what was wrong; anything else is a bug and rethrown. */
+function asToolError(error: unknown): CallToolResult {
+  if (error instanceof TaskInputError || error instanceof OpencodeUnreachableError || error instanceof OpencodeRequestError) {
+    return fail(error.message);
+  }
+  throw error;
+}
+
+export function registerTools(server: McpServer, manager: TaskManager, options: ToolOptions): void {
+  server.registerTool(
+    "background_task",
+    {
+      title: "Launch a background agent task",
+      description:
+        "Start an opencode agent on a task in the background and return at once with a task id. " +
+        "The task waits for a free slot of its agent if needed. Completion is pushed; use background_output to read results.",
+      inputSchema: BackgroundTaskInput,
+      outputSchema: BackgroundTaskOutput,
+      annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+    },
+    async (args) => {
+      try {
+        const task = await manager.launch(args);
+        const view = toView(task, manager);
+        const where = view.status === "queued" ? `queued (position ${view.queue_position})` : "running";
+        const how =
+          task.parent_session_id && options.parentPrompt
+            ? `When it ends, session ${task.parent_session_id} will be prompted with the outcome: do not poll; carry on with other work.`
+            : `Call background_output with task_id "${task.id}" and block: true when you need the result.`;
+        return ok(`Launched ${task.id} on agent ${task.agent} (${where}). ${how}`, {
+          task_id: view.task_id,
+          status: view.status,
+          agent: view.agent,
+          description: view.description,
+          session_id: view.session_id,
+          queue_position: view.queue_position,
+        });
+      } catch (error) {
+        return asToolError(error);
+      }
+    },
+  );
+
+  server.registerTool(
+    "background_output",
+    {
+      title: "Read background task status and results",
+      description:
+        "Status, progress and result of a background task (or, without task_id, of all tasks, newest first). " +
+        "block: true waits until the task finishes or timeout_ms passes. full: true adds the transcript.",
+      inputSchema: BackgroundOutputInput,
+      outputSchema: BackgroundOutputOutput,
+      annotations: { readOnlyHint: true, openWorldHint: false },
+    },
+    async ({ task_id, block, timeout_ms, full }, extra) => {
+      try {
+        if (task_id === undefined) {
+          const tasks = manager.list().map((t) => toView(t, manager));
+          const lines = tasks.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
+          return ok(tasks.length ? `${tasks.length} task(s), newest first:\n${lines.join("\n")}` : "No tasks yet.", { tasks });
+        }
+        let task = manager.get(task_id);
+        if (!task) return fail(unknownTask(task_id));
+        if (block && !isTerminal(task.status)) task = (await manager.waitForTerminal(task_id, timeout_ms, extra.signal)) ?? task;
+        const view: TaskView = toView(task, manager);
+        if (full && task.session_id) {
+          const { entries, omitted } = toTranscript(await manager.api.messages(task.session_id));
+          view.messages = entries;
+          view.messages_omitted = omitted;
+        }
+        return ok(summarize(view), view);
+      } catch (error) {
+        return asToolError(error);
+      }
+    },
+  );
+
+  server.registerTool(
+    "background_cancel",
+    {
+      title: "Cancel background tasks",
+      description: "Cancel one task (task_id) or every queued and running task (all: true).",
+      inputSchema: BackgroundCancelInput,
+      outputSchema: BackgroundCancelOutput,
+      annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
+    },
+    async ({ task_id, all }) => {
+      if (task_id === undefined && !all) return fail('Give task_id (one task) or all: true (every unfinished task).');
+      if (task_id !== undefined && !manager.get(task_id)) return fail(unknownTask(task_id));
+      const ids = task_id !== undefined ? [task_id] : manager.list().filter((t) => !isTerminal(t.status)).map((t) => t.id);
+      const cancelled: string[] = [];
+      const skipped: Array<{ task_id: string; reason: string }> = [];
+      await Promise.all(
+        ids.map(async (id) => {
+          const reason = await manager.cancel(id);
+          if (reason === null) cancelled.push(id);
+          else skipped.push({ task_id: id, reason });
+        }),
+      );
+      const text = [
+        cancelled.length ? `Cancelled: ${cancelled.join(", ")}.` : "Nothing cancelled.",
+        ...skipped.map((s) => `Skipped ${s.task_id}: ${s.reason}.`),
+      ].join("\n");
+      return ok(text, { cancelled, skipped });
+    },
+  );
+}
+
+function unknownTask(taskId: string): string {
+  return `Unknown task_id "${taskId}". Call background_output without task_id to list the known tasks.`;
+}

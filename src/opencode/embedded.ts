@@ -1,0 +1,92 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { log } from "../log.js";
+
+/** A running `opencode serve` started by us; `stop()` ends it. */
+export interface EmbeddedOpencode {
+  url: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** The pinned opencode binary from the `opencode-ai` dependency; OPENCODE_BIN overrides it. */
+export function opencodeBinary(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.OPENCODE_BIN) return env.OPENCODE_BIN;
+  const pkg = createRequire(import.meta.url).resolve("opencode-ai/package.json");
+  return join(dirname(pkg), "bin", "opencode.exe");
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const LISTENING = /opencode server listening on (http:\/\/\S+)/;
+
+/**
+ * Spawns `opencode serve --hostname 127.0.0.1 --port <free port>` in `directory` and resolves with its
+ * URL once it prints its "listening on" line.
+ */
+export async function startEmbeddedOpencode(options: {
+  directory: string;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}): Promise<EmbeddedOpencode> {
+  const port = await freePort();
+  const binary = opencodeBinary(options.env);
+  const child = spawn(binary, ["serve", "--hostname", "127.0.0.1", "--port", String(port)], {
+    cwd: options.directory,
+    env: options.env ?? process.env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(
+      () => fail(new Error(`opencode did not start within ${options.timeoutMs ?? 60_000} ms`)),
+      options.timeoutMs ?? 60_000,
+    );
+    const onData = (chunk: Buffer): void => {
+      output = (output + chunk.toString()).slice(-4_000);
+      const match = LISTENING.exec(output);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    };
+    const fail = (error: Error): void => {
+      clearTimeout(timer);
+      child.kill("SIGKILL");
+      reject(new Error(`${error.message} (${binary} serve in ${options.directory}); its output:\n${output.trim()}`));
+    };
+    child.stdout!.on("data", onData);
+    child.stderr!.on("data", onData);
+    child.once("error", fail);
+    child.once("exit", (code, signal) => fail(new Error(`opencode exited early (code ${code}, signal ${signal})`)));
+  });
+  child.removeAllListeners("exit");
+  child.stdout!.removeAllListeners("data");
+  child.stderr!.removeAllListeners("data");
+  // Keep draining its output so a full pipe never blocks it; forward only at debug level.
+  child.stdout!.on("data", (chunk: Buffer) => log.debug("opencode", { out: chunk.toString().trim() }));
+  child.stderr!.on("data", (chunk: Buffer) => log.debug("opencode", { err: chunk.toString().trim() }));
+  child.once("exit", (code, signal) => log.info("embedded opencode exited", { code, signal }));
+  log.info("embedded opencode started", { url, directory: options.directory, pid: child.pid });
+  return { url, process: child, stop: () => stopChild(child) };
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+  await exited;
+  clearTimeout(timer);
+}

@@ -1,0 +1,99 @@
+import type { OpencodeApi, OpencodeEvent } from "./client.js";
+import { log } from "../log.js";
+
+export interface EventWatcherHandlers {
+  onEvent(event: OpencodeEvent): void;
+  /** Called on every `server.connected`; `reconnect` is true after the first, when events may have been missed. */
+  onConnected(reconnect: boolean): void;
+}
+
+/**
+ * The single subscription to opencode's event stream for the whole server. The stream connects on first
+ * iteration and does not replay what was missed, so `ready()` resolves only once `server.connected` has
+ * been seen, and every later connection is reported as a reconnect so that callers can resync.
+ */
+export class EventWatcher {
+  readonly #api: OpencodeApi;
+  readonly #handlers: EventWatcherHandlers;
+  readonly #stop = new AbortController();
+  #connections = 0;
+  #connected = false;
+  #waiters: Array<() => void> = [];
+
+  constructor(api: OpencodeApi, handlers: EventWatcherHandlers) {
+    this.#api = api;
+    this.#handlers = handlers;
+  }
+
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  start(): void {
+    void this.#loop();
+  }
+
+  stop(): void {
+    this.#stop.abort();
+    this.#connected = false;
+  }
+
+  /** Resolves once the stream is connected (at once when it already is), or rejects after `timeoutMs`. */
+  ready(timeoutMs = 15_000): Promise<void> {
+    if (this.#connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== done);
+        reject(new Error(`opencode's event stream at ${this.#api.url} did not connect within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.#waiters.push(done);
+    });
+  }
+
+  async #loop(): Promise<void> {
+    let delay = 250;
+    while (!this.#stop.signal.aborted) {
+      try {
+        const stream = await this.#api.events(this.#stop.signal, (error) => this.#lost(error));
+        for await (const event of stream) {
+          delay = 250;
+          if (event.type === "server.connected") this.#onConnected();
+          else this.#dispatch(event);
+        }
+      } catch (error) {
+        this.#lost(error);
+      }
+      if (this.#stop.signal.aborted) break;
+      this.#connected = false;
+      await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      delay = Math.min(delay * 2, 5_000);
+    }
+  }
+
+  #onConnected(): void {
+    this.#connected = true;
+    this.#connections++;
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const resolve of waiters) resolve();
+    this.#handlers.onConnected(this.#connections > 1);
+  }
+
+  #dispatch(event: OpencodeEvent): void {
+    try {
+      this.#handlers.onEvent(event);
+    } catch (error) {
+      log.error("event handler failed", { type: event.type, error: String(error) });
+    }
+  }
+
+  #lost(error: unknown): void {
+    if (this.#stop.signal.aborted) return;
+    if (this.#connected) log.warn("opencode event stream lost; reconnecting", { url: this.#api.url, error: String(error) });
+    this.#connected = false;
+  }
+}

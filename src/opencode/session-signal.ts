@@ -1,0 +1,88 @@
+import type { OpencodeEvent } from "./client.js";
+
+/**
+ * What an opencode event means for a session we follow, as a typed value. Everything the task logic
+ * reacts to is one of these; every other event maps to null.
+ */
+export type SessionSignal =
+  /** The session is working (or retrying): our prompt has been taken up. */
+  | { kind: "busy"; retry?: { attempt: number; message: string; next: number } }
+  | { kind: "idle" }
+  | { kind: "error"; name: string; message: string }
+  | { kind: "deleted" }
+  /** An assistant message was written or updated. */
+  | { kind: "assistant"; messageID: string; error: string | null; completed: boolean }
+  | { kind: "tool"; callID: string; tool: string; status: string }
+  | { kind: "text"; messageID: string; text: string }
+  | { kind: "todos"; todos: Array<{ content: string; status: string }> };
+
+export interface RoutedSignal {
+  sessionID: string;
+  signal: SessionSignal;
+}
+
+export function toSignal(event: OpencodeEvent): RoutedSignal | null {
+  switch (event.type) {
+    case "session.status": {
+      const { sessionID, status } = event.properties;
+      if (status.type === "idle") return { sessionID, signal: { kind: "idle" } };
+      if (status.type === "retry") {
+        const { attempt, message, next } = status;
+        return { sessionID, signal: { kind: "busy", retry: { attempt, message, next } } };
+      }
+      return { sessionID, signal: { kind: "busy" } };
+    }
+    case "session.idle":
+      return { sessionID: event.properties.sessionID, signal: { kind: "idle" } };
+    case "session.error": {
+      const { sessionID, error } = event.properties;
+      if (!sessionID) return null;
+      return { sessionID, signal: { kind: "error", name: error?.name ?? "UnknownError", message: errorText(error) } };
+    }
+    case "session.deleted":
+      return { sessionID: event.properties.info.id ?? event.properties.sessionID, signal: { kind: "deleted" } };
+    case "message.updated": {
+      const { info } = event.properties;
+      if (info.role !== "assistant") return null;
+      return {
+        sessionID: info.sessionID,
+        signal: {
+          kind: "assistant",
+          messageID: info.id,
+          error: info.error ? errorText(info.error) : null,
+          completed: info.time.completed !== undefined,
+        },
+      };
+    }
+    case "message.part.updated": {
+      const { part } = event.properties;
+      if (part.type === "tool") {
+        return {
+          sessionID: part.sessionID,
+          signal: { kind: "tool", callID: part.callID, tool: part.tool, status: part.state.status },
+        };
+      }
+      if (part.type === "text" && !part.synthetic && part.text.length > 0) {
+        return { sessionID: part.sessionID, signal: { kind: "text", messageID: part.messageID, text: part.text } };
+      }
+      return null;
+    }
+    case "todo.updated": {
+      const { sessionID, todos } = event.properties;
+      return { sessionID, signal: { kind: "todos", todos: todos.map(({ content, status }) => ({ content, status })) } };
+    }
+    default:
+      return null;
+  }
+}
+
+/** A readable message from an opencode error value (`{name, data: {message}}`). */
+export function errorText(error: { name?: string; data?: unknown } | undefined): string {
+  if (!error) return "unknown error";
+  const data = error.data as { message?: unknown; statusCode?: unknown } | undefined;
+  const message = typeof data?.message === "string" && data.message ? data.message : (error.name ?? "unknown error");
+  const status = typeof data?.statusCode === "number" ? ` (HTTP ${data.statusCode})` : "";
+  return `${error.name && error.name !== "UnknownError" ? `${error.name}: ` : ""}${message}${status}`;
+}
+
+export const ABORTED_ERROR = "MessageAbortedError";

@@ -1,0 +1,267 @@
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { OpencodeApi } from "../opencode/client.js";
+import { EventWatcher } from "../opencode/event-watcher.js";
+import { log } from "../log.js";
+import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
+import { SessionFollower } from "./follower.js";
+import { SessionRunner } from "./session-runner.js";
+import type { TaskStore } from "./store.js";
+import {
+  createTask,
+  isTerminal,
+  transition,
+  type ModelRef,
+  type Task,
+  type TaskProgress,
+  type TaskStatus,
+  type TerminalStatus,
+} from "./task.js";
+
+/** Something the caller got wrong; the message says what and what is allowed. */
+export class TaskInputError extends Error {
+  override name = "TaskInputError";
+}
+
+/** What changed about a task. `event` is `task.<status>` for status changes, else `task.session` / `task.progress`. */
+export interface TaskChange {
+  event: `task.${TaskStatus}` | "task.session" | "task.progress";
+  task: Task;
+}
+
+export interface LaunchInput {
+  description: string;
+  prompt: string;
+  agent: string;
+  model?: string;
+  parent_session_id?: string;
+  timeout_ms?: number;
+}
+
+export interface TaskManagerOptions {
+  api: OpencodeApi;
+  store: TaskStore;
+  concurrency: ConcurrencyLimits;
+  /** Tool names the background sessions must not call (opencode's `task`, this server's own tools). */
+  disabledTools: Record<string, boolean>;
+  /** Safety sweep period: one status request for all running sessions. */
+  sweepIntervalMs?: number;
+}
+
+const MAX_PROMPT_BYTES = 1024 * 1024;
+
+/**
+ * The task manager: launches, reads, waits for and cancels tasks. Data flows one way: a launch is
+ * queued per agent, its job runs the session, opencode events become task changes, and each change is
+ * stored and then emitted as `change` for the notifiers.
+ */
+export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
+  readonly api: OpencodeApi;
+  readonly #store: TaskStore;
+  readonly #queues: AgentQueues;
+  readonly #follower: SessionFollower;
+  readonly #runner: SessionRunner;
+  readonly #watcher: EventWatcher;
+  /** Per queued task: aborting it takes the job out of its queue before it ever runs. */
+  readonly #dequeue = new Map<string, AbortController>();
+  readonly #terminalWaiters = new Map<string, Set<() => void>>();
+  readonly #sweepMs: number;
+  #sweep: NodeJS.Timeout | undefined;
+
+  constructor(options: TaskManagerOptions) {
+    super();
+    this.api = options.api;
+    this.#store = options.store;
+    this.#queues = new AgentQueues(options.concurrency);
+    this.#sweepMs = options.sweepIntervalMs ?? 30_000;
+    const sink = {
+      get: (id: string) => this.#store.get(id),
+      progress: (id: string, progress: TaskProgress) => this.#update(id, { progress }, "task.progress"),
+      finish: (id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }) =>
+        this.finish(id, status, fields),
+    };
+    this.#follower = new SessionFollower(this.api, sink);
+    this.#watcher = new EventWatcher(this.api, {
+      onEvent: (event) => this.#follower.onEvent(event),
+      onConnected: (reconnect) => {
+        if (reconnect) void this.#resync(true);
+      },
+    });
+    this.#runner = new SessionRunner({
+      api: this.api,
+      watcher: this.#watcher,
+      follower: this.#follower,
+      disabledTools: options.disabledTools,
+      tasks: this,
+    });
+  }
+
+  start(): void {
+    this.#watcher.start();
+    this.#sweep = setInterval(() => void this.#resync(false), this.#sweepMs);
+    this.#sweep.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#sweep);
+    this.#watcher.stop();
+  }
+
+  /** Waits for the first event-stream connection (so no early event is missed). */
+  ready(timeoutMs?: number): Promise<void> {
+    return this.#watcher.ready(timeoutMs);
+  }
+
+  /** Validates, stores and queues a task; returns at once, never waiting for a slot or the model. */
+  async launch(input: LaunchInput): Promise<Task> {
+    const model = parseModel(input.model);
+    if (Buffer.byteLength(input.prompt, "utf8") > MAX_PROMPT_BYTES) {
+      throw new TaskInputError(`prompt is ${Buffer.byteLength(input.prompt, "utf8")} bytes; at most ${MAX_PROMPT_BYTES} bytes (1 MB) are allowed`);
+    }
+    await this.#checkAgent(input.agent);
+    if (input.parent_session_id && !(await this.api.sessionExists(input.parent_session_id))) {
+      throw new TaskInputError(`parent_session_id "${input.parent_session_id}" is not a session of the opencode server at ${this.api.url}`);
+    }
+    const task = createTask(
+      newTaskId(),
+      {
+        description: input.description,
+        prompt: input.prompt,
+        agent: input.agent,
+        model,
+        parent_session_id: input.parent_session_id ?? null,
+        timeout_ms: input.timeout_ms && input.timeout_ms > 0 ? input.timeout_ms : null,
+      },
+      Date.now(),
+    );
+    this.#commit(task, "task.queued");
+    const dequeue = new AbortController();
+    this.#dequeue.set(task.id, dequeue);
+    this.#queues
+      .add(task.agent, task.id, () => this.#runner.run(task.id), dequeue.signal)
+      .catch((error: unknown) => {
+        // Only a dequeue rejects here (the job itself never throws); the task is already terminal.
+        if (!dequeue.signal.aborted) log.error("task job failed", { taskId: task.id, error: String(error) });
+      })
+      .finally(() => this.#dequeue.delete(task.id));
+    return this.get(task.id) ?? task;
+  }
+
+  get(id: string): Task | undefined {
+    return this.#store.get(id);
+  }
+
+  list(options?: { limit?: number; offset?: number }): Task[] {
+    return this.#store.list(options);
+  }
+
+  queuePosition(task: Task): number | null {
+    return task.status === "queued" ? this.#queues.position(task.agent, task.id) : null;
+  }
+
+  /** Resolves when the task is terminal or `timeoutMs` has passed, whichever is first. */
+  async waitForTerminal(id: string, timeoutMs: number, signal?: AbortSignal): Promise<Task | undefined> {
+    const task = this.get(id);
+    if (!task || isTerminal(task.status)) return task;
+    await new Promise<void>((resolve) => {
+      const waiters = this.#terminalWaiters.get(id) ?? new Set();
+      this.#terminalWaiters.set(id, waiters);
+      const done = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", done);
+        waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      signal?.addEventListener("abort", done, { once: true });
+      waiters.add(done);
+    });
+    return this.get(id);
+  }
+
+  /**
+   * Cancels a task: a queued one leaves its queue and never reaches the model; a running one has its
+   * session aborted. Returns null when cancelled, or the reason it was skipped.
+   */
+  async cancel(id: string): Promise<string | null> {
+    const task = this.get(id);
+    if (!task) return "not found";
+    if (isTerminal(task.status)) return `already ${task.status}`;
+    if (task.status === "queued") {
+      this.finish(id, "cancelled", { error: "cancelled before it started" });
+      this.#dequeue.get(id)?.abort(new Error("cancelled"));
+      return null;
+    }
+    await this.#runner.stop(id, "cancelled", "cancelled by request");
+    return null;
+  }
+
+  /** Ends a task (once: a terminal task never changes again). Returns whether this call ended it. */
+  finish(id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): boolean {
+    const task = this.get(id);
+    const next = task && transition(task, status, Date.now(), fields);
+    if (!next) return false;
+    this.#commit(next, `task.${status}`);
+    for (const resolve of this.#terminalWaiters.get(id) ?? []) resolve();
+    this.#terminalWaiters.delete(id);
+    return true;
+  }
+
+  /** The job has a slot: the task is running from now on. False when it was cancelled while waiting. */
+  markRunning(id: string): boolean {
+    const task = this.get(id);
+    const next = task && transition(task, "running", Date.now());
+    if (!next) return false;
+    this.#commit(next, "task.running");
+    return true;
+  }
+
+  markSession(id: string, sessionID: string): void {
+    this.#update(id, { session_id: sessionID }, "task.session");
+  }
+
+  markPrompted(id: string): void {
+    this.#update(id, { prompted_at: Date.now() }, "task.session");
+  }
+
+  #update(id: string, patch: Partial<Task>, event: TaskChange["event"]): void {
+    const task = this.get(id);
+    if (!task || isTerminal(task.status)) return;
+    this.#commit({ ...task, ...patch }, event);
+  }
+
+  /** Store first, then announce: a notifier never tells of a state the store does not have. */
+  #commit(task: Task, event: TaskChange["event"]): void {
+    this.#store.put(task);
+    this.emit("change", { event, task });
+  }
+
+  async #checkAgent(agent: string): Promise<void> {
+    const agents = await this.api.agents();
+    const usable = agents.filter((a) => !a.hidden).map((a) => a.name);
+    if (!usable.includes(agent)) {
+      throw new TaskInputError(`unknown agent "${agent}"; the opencode server at ${this.api.url} has: ${usable.join(", ")}`);
+    }
+  }
+
+  async #resync(all: boolean): Promise<void> {
+    try {
+      await this.#follower.resync(Date.now(), all);
+    } catch (error) {
+      log.warn("resync with opencode failed", { error: String(error) });
+    }
+  }
+}
+
+function parseModel(model: string | undefined): ModelRef | null {
+  if (model === undefined) return null;
+  const slash = model.indexOf("/");
+  if (slash <= 0 || slash === model.length - 1) {
+    throw new TaskInputError(`model "${model}" must be "provider/model", e.g. "anthropic/claude-sonnet-4"`);
+  }
+  return { providerID: model.slice(0, slash), modelID: model.slice(slash + 1) };
+}
+
+function newTaskId(): string {
+  return `bg_${randomBytes(6).toString("hex")}`;
+}

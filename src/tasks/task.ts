@@ -1,0 +1,117 @@
+/**
+ * The task: one piece of background work, run as one opencode session.
+ *
+ * `queued -> running -> completed | error | cancelled`; `queued` may also end `cancelled` or `error` directly.
+ * Terminal states are final: every transition goes through `transition()`, which refuses to leave one.
+ */
+
+export const TASK_STATUSES = ["queued", "running", "completed", "error", "cancelled"] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+export type TerminalStatus = Extract<TaskStatus, "completed" | "error" | "cancelled">;
+
+export interface Todo {
+  content: string;
+  status: string;
+}
+
+export interface TaskProgress {
+  /** Distinct tool calls (by call id) the session has made. */
+  tool_calls: number;
+  last_tool: string | null;
+  /** The latest assistant text seen, cut to a preview. */
+  last_message: string | null;
+  /** Todos the session left unfinished, recorded when it goes idle. */
+  incomplete_todos?: Todo[];
+}
+
+export interface ModelRef {
+  providerID: string;
+  modelID: string;
+}
+
+export interface Task {
+  id: string;
+  description: string;
+  prompt: string;
+  agent: string;
+  model: ModelRef | null;
+  parent_session_id: string | null;
+  /** Per-task watchdog; null = none. */
+  timeout_ms: number | null;
+  status: TaskStatus;
+  session_id: string | null;
+  /** Epoch ms. */
+  created_at: number;
+  started_at: number | null;
+  completed_at: number | null;
+  /** Set once opencode has accepted our prompt (prompt_async answered 204). */
+  prompted_at: number | null;
+  progress: TaskProgress;
+  result: string | null;
+  error: string | null;
+}
+
+const TERMINAL: ReadonlySet<TaskStatus> = new Set<TaskStatus>(["completed", "error", "cancelled"]);
+
+export function isTerminal(status: TaskStatus): status is TerminalStatus {
+  return TERMINAL.has(status);
+}
+
+const ALLOWED: Record<TaskStatus, readonly TaskStatus[]> = {
+  queued: ["running", "cancelled", "error"],
+  running: ["completed", "error", "cancelled"],
+  completed: [],
+  error: [],
+  cancelled: [],
+};
+
+export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
+  return ALLOWED[from].includes(to);
+}
+
+export interface NewTask {
+  description: string;
+  prompt: string;
+  agent: string;
+  model: ModelRef | null;
+  parent_session_id: string | null;
+  timeout_ms: number | null;
+}
+
+export function createTask(id: string, input: NewTask, now: number): Task {
+  return {
+    id,
+    ...input,
+    status: "queued",
+    session_id: null,
+    created_at: now,
+    started_at: null,
+    completed_at: null,
+    prompted_at: null,
+    progress: { tool_calls: 0, last_tool: null, last_message: null },
+    result: null,
+    error: null,
+  };
+}
+
+/**
+ * Moves a task to `to`, returning the new task, or null when the move is not allowed
+ * (a terminal task never changes again; a duplicate event becomes a no-op).
+ */
+export function transition(
+  task: Task,
+  to: TaskStatus,
+  now: number,
+  fields: { result?: string | null; error?: string | null } = {},
+): Task | null {
+  if (!canTransition(task.status, to)) return null;
+  const next: Task = { ...task, status: to, ...fields };
+  if (to === "running") next.started_at = now;
+  if (isTerminal(to)) next.completed_at = now;
+  return next;
+}
+
+export function durationMs(task: Task, now: number): number | null {
+  if (task.started_at === null) return null;
+  return (task.completed_at ?? now) - task.started_at;
+}
