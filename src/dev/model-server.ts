@@ -136,6 +136,8 @@ export class ScriptedModel {
   private constructor(server: http.Server, port: number) {
     this.server = server;
     this.url = `http://127.0.0.1:${port}/v1`;
+    // Benchmarks may attach many onLastChunk listeners; that is not a leak.
+    this.events.setMaxListeners(0);
     server.on("connection", (socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));
@@ -254,6 +256,8 @@ export class ScriptedModel {
     // "close" fires both after a normal end and when the client goes away.
     res.on("close", finish);
     this.finishers.add(finish);
+    // The client may have gone while the body was read, before we listened.
+    if (res.destroyed || req.socket.destroyed) finish();
     const gone = (): boolean => this.closed || res.destroyed || ended;
 
     if (script.delayMs > 0) {

@@ -1,12 +1,10 @@
 // Starts a real, isolated `opencode serve` whose only model is a ScriptedModel.
 // Isolation: a fresh temp root holds the project directory and all XDG dirs,
 // so nothing is read from or written to the developer's own opencode setup.
-import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { startEmbeddedOpencode } from "../opencode/embedded.js";
 
 export interface SandboxAgent {
   description?: string;
@@ -41,7 +39,6 @@ const DEFAULT_AGENTS: Record<string, SandboxAgent> = {
   beta: { description: "Test agent beta" },
 };
 const START_TIMEOUT_MS = 60_000;
-const STOP_GRACE_MS = 5_000;
 
 /**
  * Creates `<root>/project` with an opencode.json wired to `modelUrl`, plus
@@ -102,31 +99,6 @@ function sandboxConfig(modelUrl: string, agents: Record<string, SandboxAgent> = 
   };
 }
 
-/** Walks up from this module (src/dev or dist/dev) to the dir holding the opencode binary. */
-function opencodeBinary(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = path.join(dir, "node_modules", ".bin", "opencode");
-    if (existsSync(candidate)) return candidate;
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error("opencode binary not found in any node_modules/.bin above " + import.meta.url);
-    dir = parent;
-  }
-}
-
-/** Asks the OS for a free port; opencode's own `--port 0` prefers 4096. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startOpencodeSandbox(options: OpencodeSandboxOptions): Promise<OpencodeSandbox> {
   const root = mkdtempSync(path.join(os.tmpdir(), "opencode-sandbox-"));
   try {
@@ -138,15 +110,14 @@ export async function startOpencodeSandbox(options: OpencodeSandboxOptions): Pro
     }
     if (options.password !== undefined) env.OPENCODE_SERVER_PASSWORD = options.password;
 
-    const port = await freePort();
-    const child = spawn(opencodeBinary(), ["serve", "--hostname", "127.0.0.1", "--port", String(port)], {
-      cwd: project.directory,
+    const opencode = await startEmbeddedOpencode({
+      directory: project.directory,
       env: { ...process.env, ...options.env, ...env },
-      stdio: ["ignore", "pipe", "pipe"],
+      timeoutMs: START_TIMEOUT_MS,
     });
-    const url = await waitForListening(child);
+    const url = opencode.url;
     const stop = async (): Promise<void> => {
-      await stopProcess(child);
+      await opencode.stop();
       rmSync(root, { recursive: true, force: true });
     };
     return { url, directory: project.directory, env, stop };
@@ -154,55 +125,4 @@ export async function startOpencodeSandbox(options: OpencodeSandboxOptions): Pro
     rmSync(root, { recursive: true, force: true });
     throw error;
   }
-}
-
-function waitForListening(child: ChildProcess): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let stdout = "";
-    let stderr = "";
-    const fail = (reason: string): void => {
-      cleanup();
-      child.kill("SIGKILL");
-      const tail = stderr.trim().split("\n").slice(-20).join("\n");
-      reject(new Error(`opencode serve ${reason}\nstderr tail:\n${tail}\nstdout:\n${stdout.slice(-2000)}`));
-    };
-    const onStdout = (data: Buffer): void => {
-      stdout += data.toString();
-      const match = /opencode server listening on (http:\/\/\S+)/.exec(stdout);
-      if (match?.[1] !== undefined) {
-        cleanup();
-        // Keep draining the pipes so a chatty server never blocks on a full buffer.
-        child.stdout?.resume();
-        child.stderr?.resume();
-        resolve(match[1]);
-      }
-    };
-    const onStderr = (data: Buffer): void => {
-      stderr = (stderr + data.toString()).slice(-20_000);
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null): void =>
-      fail(`exited before listening (code ${String(code)}, signal ${String(signal)})`);
-    const onError = (error: Error): void => fail(`failed to spawn: ${error.message}`);
-    const timer = setTimeout(() => fail(`did not report listening within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      child.stdout?.off("data", onStdout);
-      child.stderr?.off("data", onStderr);
-      child.off("exit", onExit);
-      child.off("error", onError);
-    };
-    child.stdout?.on("data", onStdout);
-    child.stderr?.on("data", onStderr);
-    child.once("exit", onExit);
-    child.once("error", onError);
-  });
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
 }

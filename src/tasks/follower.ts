@@ -6,6 +6,9 @@ import { log } from "../log.js";
 import type { Task, TaskProgress, TerminalStatus, Todo } from "./task.js";
 
 /** What the follower may do to a task: the manager stores each change before announcing it. */
+/** The opencode calls the follower makes (a seam tests can feed with recorded answers). */
+export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists">;
+
 export interface TaskSink {
   get(taskId: string): Task | undefined;
   progress(taskId: string, progress: TaskProgress): void;
@@ -34,11 +37,11 @@ const TAKE_UP_GRACE_MS = 5_000;
  * and status events, and a terminal task ignores everything after.
  */
 export class SessionFollower {
-  readonly #api: OpencodeApi;
+  readonly #api: FollowerApi;
   readonly #sink: TaskSink;
   readonly #bySession = new Map<string, Followed>();
 
-  constructor(api: OpencodeApi, sink: TaskSink) {
+  constructor(api: FollowerApi, sink: TaskSink) {
     this.#api = api;
     this.#sink = sink;
   }
