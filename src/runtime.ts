@@ -1,5 +1,4 @@
 import type { Settings } from "./config.js";
-import { log } from "./log.js";
 import { OpencodeApi } from "./opencode/client.js";
 import { startEmbeddedOpencode, type EmbeddedOpencode } from "./opencode/embedded.js";
 import { ParentPrompter } from "./notify/parent-prompt.js";
@@ -38,12 +37,6 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
   });
   manager.start();
   const prompter = settings.parentPrompt ? new ParentPrompter(api, manager) : undefined;
-  try {
-    await manager.ready();
-  } catch (error) {
-    // Not fatal: reads still work, and a launch reports opencode as unreachable, naming the URL.
-    log.warn("opencode is not reachable yet", { url, error: String(error) });
-  }
   return {
     settings,
     manager,

@@ -147,7 +147,11 @@ export class OpencodeApi {
     } catch (error) {
       throw new OpencodeUnreachableError(`opencode is unreachable at ${this.url} (could not ${what}): ${describe(error)}`);
     }
-    const status = outcome.response?.status ?? 0;
+    if (!outcome.response) {
+      // The SDK reports a failed fetch as an error without a response rather than throwing.
+      throw new OpencodeUnreachableError(`opencode is unreachable at ${this.url} (could not ${what}): ${describe(outcome.error)}`);
+    }
+    const status = outcome.response.status;
     if (outcome.error !== undefined || status >= 400) {
       throw new OpencodeRequestError(
         `opencode at ${this.url} refused to ${what} (HTTP ${status}): ${describe(outcome.error)}`,
