@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { ConfigError, parseCli, USAGE } from "./config.js";
+import { StoreError } from "./tasks/sqlite-store.js";
 import { log } from "./log.js";
 import { startRuntime, type Runtime } from "./runtime.js";
 import { serveStdio } from "./transport/stdio.js";
@@ -35,7 +36,7 @@ function once(fn: (why: string) => Promise<void>): (why: string) => Promise<void
 main().then(
   (code) => process.exit(code),
   (error: unknown) => {
-    if (error instanceof ConfigError) process.stderr.write(`background-agents-mcp: ${error.message}\n`);
+    if (error instanceof ConfigError || error instanceof StoreError) process.stderr.write(`background-agents-mcp: ${error.message}\n`);
     else process.stderr.write(`background-agents-mcp: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
     process.exit(error instanceof ConfigError ? 2 : 1);
   },

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import type { ConcurrencyLimits } from "./tasks/agent-queues.js";
+import { defaultDataDir } from "./tasks/data-dir.js";
 
 /** A configuration problem the user must fix; the message names what was wrong and what is allowed. */
 export class ConfigError extends Error {
@@ -31,7 +32,21 @@ export const ConfigFile = z.strictObject({
     })
     .optional(),
   transport: z.enum(["stdio"]).optional(),
-  dataDir: z.string().min(1).optional(),
+  dataDir: z.string().min(1).optional().describe("Where task state is kept (default: the per-user data dir)"),
+  retention: z
+    .strictObject({
+      maxAgeDays: z.number().positive().optional().describe("Finished tasks older than this are pruned (default 7)"),
+      maxTasks: z.number().int().min(1).optional().describe("At most this many tasks are kept, oldest finished pruned first (default 10000)"),
+    })
+    .optional(),
+  recovery: z
+    .strictObject({
+      resumeInterrupted: z
+        .boolean()
+        .optional()
+        .describe("After a restart, continue sessions our embedded opencode was running instead of ending them (default false)"),
+    })
+    .optional(),
 });
 export type ConfigFile = z.infer<typeof ConfigFile>;
 
@@ -42,7 +57,9 @@ export interface Settings {
   concurrency: ConcurrencyLimits;
   parentPrompt: boolean;
   transport: "stdio";
-  dataDir: string | undefined;
+  dataDir: string;
+  retention: { maxAgeDays: number; maxTasks: number };
+  resumeInterrupted: boolean;
   /** HTTP Basic credentials for opencode (OPENCODE_SERVER_PASSWORD / OPENCODE_SERVER_USERNAME). */
   opencodeAuth: { username: string; password: string } | undefined;
 }
@@ -58,7 +75,8 @@ Options:
   --config <file>          JSON config file (env BACKGROUND_AGENTS_CONFIG); flags override it
   --concurrency <agent=n>  sessions of one agent at once (repeatable); default=n sets the default (5)
   --transport stdio        MCP transport (default stdio)
-  --data-dir <dir>         where task state is kept
+  --data-dir <dir>         where task state is kept (env BACKGROUND_AGENTS_DATA_DIR;
+                           default: the per-user data directory, e.g. ~/.local/share/background-agents-mcp)
   --help                   show this help
   --version                show the version
 
@@ -121,7 +139,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
       concurrency,
       parentPrompt: file.notifications?.parentPrompt ?? true,
       transport,
-      dataDir: parsed["data-dir"] ?? file.dataDir,
+      dataDir: resolve(cwd, parsed["data-dir"] ?? env.BACKGROUND_AGENTS_DATA_DIR ?? file.dataDir ?? defaultDataDir()),
+      retention: { maxAgeDays: file.retention?.maxAgeDays ?? 7, maxTasks: file.retention?.maxTasks ?? 10_000 },
+      resumeInterrupted: file.recovery?.resumeInterrupted ?? false,
       opencodeAuth: password ? { username: env.OPENCODE_SERVER_USERNAME || "opencode", password } : undefined,
     },
   };
@@ -151,7 +171,7 @@ export function loadConfigFile(path: string): ConfigFile {
     });
     throw new ConfigError(
       `invalid config file ${path}:\n${problems.join("\n")}\n` +
-        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir`,
+        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted`,
     );
   }
   return result.data;

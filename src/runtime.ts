@@ -1,9 +1,11 @@
 import type { Settings } from "./config.js";
+import { log } from "./log.js";
+import { ParentNotifier } from "./notify/parent-prompt.js";
 import { OpencodeApi } from "./opencode/client.js";
 import { startEmbeddedOpencode, type EmbeddedOpencode } from "./opencode/embedded.js";
-import { ParentPrompter } from "./notify/parent-prompt.js";
+import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
-import { MemoryTaskStore } from "./tasks/store.js";
+import { SqliteTaskStore } from "./tasks/sqlite-store.js";
 
 /** Tools a background session must not call: opencode's own `task`, and this server's tools under any server name. */
 export const DISABLED_TOOLS: Record<string, boolean> = {
@@ -13,38 +15,57 @@ export const DISABLED_TOOLS: Record<string, boolean> = {
   "*background_cancel": false,
 };
 
-/** Everything behind the transports: opencode (attached or embedded), the task manager and the parent prompter. */
+/** Everything behind the transports: the store, opencode (attached or embedded), the task manager, the notifiers. */
 export interface Runtime {
   settings: Settings;
   manager: TaskManager;
-  prompter: ParentPrompter | undefined;
   close(): Promise<void>;
 }
 
 export async function startRuntime(settings: Settings): Promise<Runtime> {
+  // The store comes first: a data dir in use or a database we cannot use stops us before anything runs.
+  const dataDir = openDataDir(settings.dataDir);
+  let store: SqliteTaskStore | undefined;
   let embedded: EmbeddedOpencode | undefined;
-  let url = settings.opencodeUrl;
-  if (url === undefined) {
-    embedded = await startEmbeddedOpencode({ directory: settings.directory });
-    url = embedded.url;
+  try {
+    store = new SqliteTaskStore(dataDir.databasePath);
+    let url = settings.opencodeUrl;
+    if (url === undefined) {
+      embedded = await startEmbeddedOpencode({ directory: settings.directory });
+      url = embedded.url;
+    }
+    const api = new OpencodeApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
+    const manager = new TaskManager({
+      api,
+      store,
+      concurrency: settings.concurrency,
+      disabledTools: DISABLED_TOOLS,
+      embedded: embedded !== undefined,
+      resumeInterrupted: settings.resumeInterrupted,
+      retention: settings.retention,
+      outboxFor: settings.parentPrompt ? ParentNotifier.outboxFor : undefined,
+    });
+    const notifier = new ParentNotifier(api, store, manager);
+    const started = Date.now();
+    const recovered = manager.start();
+    log.info("task manager started", { ...recovered, stored: store.count(), ms: Date.now() - started, dataDir: dataDir.dir });
+    void notifier.flush(); // messages left undelivered by the previous run
+    const openStore = store;
+    return {
+      settings,
+      manager,
+      async close() {
+        manager.stop();
+        notifier.close();
+        await embedded?.stop();
+        openStore.close();
+        dataDir.release();
+      },
+    };
+  } catch (error) {
+    await embedded?.stop();
+    store?.close();
+    dataDir.release();
+    throw error;
   }
-  const api = new OpencodeApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
-  const manager = new TaskManager({
-    api,
-    store: new MemoryTaskStore(),
-    concurrency: settings.concurrency,
-    disabledTools: DISABLED_TOOLS,
-  });
-  manager.start();
-  const prompter = settings.parentPrompt ? new ParentPrompter(api, manager) : undefined;
-  return {
-    settings,
-    manager,
-    prompter,
-    async close() {
-      manager.stop();
-      prompter?.close();
-      await embedded?.stop();
-    },
-  };
 }

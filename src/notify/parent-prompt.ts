@@ -1,56 +1,124 @@
-import type { OpencodeApi } from "../opencode/client.js";
+import { OpencodeRequestError, type OpencodeApi } from "../opencode/client.js";
+import { textOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import type { TaskChange, TaskManager } from "../tasks/manager.js";
 import { formatMs } from "../tasks/session-runner.js";
+import type { OutboxMessage, OutboxRow, TaskStore } from "../tasks/store.js";
 import { durationMs, isTerminal, type ModelRef, type Task } from "../tasks/task.js";
 
+/** Backoff between delivery attempts: 1 s doubling to 5 min. */
+const retryDelay = (attempts: number): number => Math.min(1_000 * 2 ** Math.max(0, attempts - 1), 300_000);
+/** After this many failed attempts (about an hour), or at once when the parent session is gone, stop trying. */
+const MAX_ATTEMPTS = 16;
+const NEVER = Number.MAX_SAFE_INTEGER;
+
 /**
- * When a task with a parent session ends, prompts that session with the outcome, so the model that
- * launched it learns without polling. The prompt names the parent's current agent and model (from its
- * latest user message); otherwise opencode would switch the parent to its default agent.
+ * Delivers the outbox: when a task with a parent session ends, a prompt into that session tells the
+ * model that launched it. The message is written with the terminal state (see `outboxFor`), sent after
+ * the commit, marked delivered once opencode accepts it, retried with backoff, and redelivered after a
+ * restart. A retry first looks in the parent's messages, so a send that went through before a crash
+ * is never repeated.
  */
-export class ParentPrompter {
+export class ParentNotifier {
   readonly #api: OpencodeApi;
+  readonly #store: TaskStore;
   readonly #manager: TaskManager;
   readonly #listener = (change: TaskChange): void => {
-    if (isTerminal(change.task.status) && change.task.parent_session_id) void this.notify(change.task);
+    if (isTerminal(change.task.status) && change.task.parent_session_id) this.flush();
   };
-  /** Sends in flight, so that callers (tests, shutdown) can wait for them. */
-  readonly pending = new Set<Promise<void>>();
+  #flushing: Promise<void> | null = null;
+  #again = false;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
 
-  constructor(api: OpencodeApi, manager: TaskManager) {
+  constructor(api: OpencodeApi, store: TaskStore, manager: TaskManager) {
     this.#api = api;
+    this.#store = store;
     this.#manager = manager;
     manager.on("change", this.#listener);
   }
 
+  /** The outbox message for a task that just ended (the task manager stores it with the state). */
+  static outboxFor(task: Task): OutboxMessage | undefined {
+    if (!task.parent_session_id) return undefined;
+    return { taskId: task.id, kind: "parent_prompt", target: task.parent_session_id, body: parentPromptText(task) };
+  }
+
   close(): void {
+    this.#closed = true;
+    clearTimeout(this.#timer);
     this.#manager.off("change", this.#listener);
   }
 
-  notify(task: Task): Promise<void> {
-    const sending = this.#send(task).finally(() => this.pending.delete(sending));
-    this.pending.add(sending);
-    return sending;
+  /** Sends every message that is due; resolves when this round is done. Concurrent calls share one loop. */
+  flush(): Promise<void> {
+    if (this.#flushing) {
+      this.#again = true;
+      return this.#flushing;
+    }
+    this.#flushing = this.#drain().finally(() => {
+      this.#flushing = null;
+    });
+    return this.#flushing;
   }
 
-  async #send(task: Task): Promise<void> {
-    const parent = task.parent_session_id!;
+  async #drain(): Promise<void> {
+    do {
+      this.#again = false;
+      for (const row of this.#store.dueOutbox(Date.now())) {
+        if (this.#closed) return;
+        await this.#deliver(row);
+      }
+    } while (this.#again && !this.#closed);
+    this.#schedule();
+  }
+
+  async #deliver(row: OutboxRow): Promise<void> {
     try {
-      const context = await this.#parentContext(parent);
-      await this.#api.prompt(parent, { text: parentPromptText(task), ...context });
-      log.info("parent session prompted", { taskId: task.id, parent });
+      const retry = row.attempts > 0;
+      this.#store.beginAttempt(row.id);
+      const parent = await this.#api.messages(row.target, 50);
+      if (retry && parent.some((m) => m.info.role === "user" && textOf(m).includes(`Task ${row.taskId} `))) {
+        this.#store.markDelivered(row.id, Date.now());
+        return;
+      }
+      await this.#api.prompt(row.target, { text: row.body, ...contextOf(parent) });
+      this.#store.markDelivered(row.id, Date.now());
+      log.info("parent session prompted", { taskId: row.taskId, parent: row.target });
     } catch (error) {
-      log.warn("could not prompt the parent session", { taskId: task.id, parent, error: String(error) });
+      const gone = error instanceof OpencodeRequestError && error.status === 404;
+      const giveUp = gone || row.attempts + 1 >= MAX_ATTEMPTS;
+      this.#store.markAttemptFailed(row.id, String(error), giveUp ? NEVER : Date.now() + retryDelay(row.attempts + 1));
+      log.warn(giveUp ? "gave up prompting the parent session" : "could not prompt the parent session; will retry", {
+        taskId: row.taskId,
+        parent: row.target,
+        error: String(error),
+      });
     }
   }
 
-  async #parentContext(sessionID: string): Promise<{ agent?: string; model?: ModelRef }> {
-    const messages = await this.#api.messages(sessionID, 20);
-    const lastUser = messages.map((m) => m.info).findLast((info) => info.role === "user");
-    if (!lastUser || lastUser.role !== "user") return {};
-    return { agent: lastUser.agent, model: { providerID: lastUser.model.providerID, modelID: lastUser.model.modelID } };
+  /** Wakes up for the earliest retry still pending. */
+  #schedule(): void {
+    clearTimeout(this.#timer);
+    if (this.#closed) return;
+    const pending = this.#store.dueOutbox(NEVER - 1);
+    if (pending.length === 0) return;
+    const next = Math.min(...pending.map((r) => r.nextAttemptAt));
+    this.#timer = setTimeout(() => void this.flush(), Math.max(0, next - Date.now()));
+    this.#timer.unref();
   }
+}
+
+/** The parent's current agent and model, from its latest user message: without them opencode would switch agents. */
+function contextOf(messages: Array<{ info: { role: string } }>): { agent?: string; model?: ModelRef } {
+  const lastUser = messages.map((m) => m.info).findLast((info) => info.role === "user") as
+    | { agent?: string; model?: ModelRef }
+    | undefined;
+  if (!lastUser) return {};
+  return {
+    ...(lastUser.agent ? { agent: lastUser.agent } : {}),
+    ...(lastUser.model ? { model: { providerID: lastUser.model.providerID, modelID: lastUser.model.modelID } } : {}),
+  };
 }
 
 export function parentPromptText(task: Task): string {

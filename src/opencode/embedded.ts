@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
@@ -29,6 +29,13 @@ export async function freePort(): Promise<number> {
   });
 }
 
+const GUARD = `exec 3<&0
+"$@" </dev/null &
+child=$!
+trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM INT HUP
+(cat <&3 >/dev/null; kill $child 2>/dev/null) &
+wait $child`;
+
 const LISTENING = /opencode server listening on (http:\/\/\S+)/;
 
 /**
@@ -42,11 +49,14 @@ export async function startEmbeddedOpencode(options: {
 }): Promise<EmbeddedOpencode> {
   const port = await freePort();
   const binary = opencodeBinary(options.env);
-  const child = spawn(binary, ["serve", "--hostname", "127.0.0.1", "--port", String(port)], {
-    cwd: options.directory,
-    env: options.env ?? process.env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const args = ["serve", "--hostname", "127.0.0.1", "--port", String(port)];
+  const spawnOptions: SpawnOptions = { cwd: options.directory, env: options.env ?? process.env, stdio: "pipe" };
+  // On POSIX a small sh guard holds the read end of a pipe from us: when this server exits, however it
+  // exits (SIGKILL included), the pipe closes and the guard stops opencode, so no orphan keeps running.
+  const child: ChildProcess =
+    process.platform === "win32"
+      ? spawn(binary, args, spawnOptions)
+      : spawn("/bin/sh", ["-c", GUARD, "opencode-guard", binary, ...args], spawnOptions);
   let output = "";
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(

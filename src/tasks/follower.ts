@@ -20,11 +20,13 @@ interface Followed {
   /** Our prompt has been taken up (busy, retry or an assistant message seen): an idle now means done. */
   taken: boolean;
   toolCalls: Set<string>;
+  /** Assistant message ids seen: text parts of other messages (our own prompt) are not progress. */
+  assistantMessages: Set<string>;
   todos: Todo[];
   /** We aborted the session ourselves; the abort's own error events are expected, not a failure. */
   aborting: boolean;
   /** A settle (messages read) is in flight; duplicate idles wait for it instead of reading again. */
-  settling: Promise<void> | null;
+  settling: Promise<boolean> | null;
 }
 
 const PREVIEW = 200;
@@ -51,6 +53,7 @@ export class SessionFollower {
       taskId,
       taken: false,
       toolCalls: new Set(),
+      assistantMessages: new Set(),
       todos: [],
       aborting: false,
       settling: null,
@@ -87,6 +90,7 @@ export class SessionFollower {
         return;
       case "assistant":
         followed.taken = true;
+        followed.assistantMessages.add(signal.messageID);
         return;
       case "idle":
         if (followed.taken) void this.settle(sessionID);
@@ -111,7 +115,8 @@ export class SessionFollower {
         return;
       }
       case "text":
-        followed.taken = true;
+        // opencode also emits our prompt's text part (the user message); only assistant text is progress.
+        if (!followed.assistantMessages.has(signal.messageID)) return;
         this.#sink.progress(followed.taskId, { ...task.progress, last_message: preview(signal.text) });
         return;
       case "todos":
@@ -122,18 +127,18 @@ export class SessionFollower {
 
   /**
    * Reads the session's messages once and ends the task if its run is over. Safe to call any time:
-   * a run still in progress is left alone.
+   * a run still in progress is left alone. Resolves false when the messages could not be read.
    */
-  settle(sessionID: string): Promise<void> {
+  settle(sessionID: string): Promise<boolean> {
     const followed = this.#bySession.get(sessionID);
-    if (!followed) return Promise.resolve();
+    if (!followed) return Promise.resolve(false);
     followed.settling ??= this.#settle(sessionID, followed).finally(() => {
       followed.settling = null;
     });
     return followed.settling;
   }
 
-  async #settle(sessionID: string, followed: Followed): Promise<void> {
+  async #settle(sessionID: string, followed: Followed): Promise<boolean> {
     let messages;
     try {
       messages = await this.#api.messages(sessionID);
@@ -142,23 +147,25 @@ export class SessionFollower {
         this.#sink.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
       } else {
         log.warn("could not read a finished session; will retry on the next sweep", { sessionID, error: String(error) });
+        return false;
       }
-      return;
+      return true;
     }
     const task = this.#sink.get(followed.taskId);
-    if (!task || task.status !== "running") return;
+    if (!task || task.status !== "running") return true;
     const outcome = outcomeOf(messages);
-    if (outcome.kind === "pending") return;
+    if (outcome.kind === "pending") return true;
     if (outcome.kind === "error") {
-      if (outcome.aborted && followed.aborting) return;
+      if (outcome.aborted && followed.aborting) return true;
       this.#sink.finish(followed.taskId, "error", { error: outcome.message });
-      return;
+      return true;
     }
     const incomplete = followed.todos.filter((t) => t.status !== "completed" && t.status !== "cancelled");
     if (incomplete.length > 0) this.#sink.progress(followed.taskId, { ...task.progress, incomplete_todos: incomplete });
     const latest = this.#sink.get(followed.taskId) ?? task;
     this.#sink.progress(followed.taskId, { ...latest.progress, last_message: preview(outcome.text) || latest.progress.last_message });
     this.#sink.finish(followed.taskId, "completed", { result: outcome.text });
+    return true;
   }
 
   /**
@@ -184,7 +191,8 @@ export class SessionFollower {
   }
 
   async #check(sessionID: string, followed: Followed, pastGrace: boolean): Promise<void> {
-    await this.settle(sessionID);
+    // A failed read says nothing about the run: leave it to the next sweep rather than failing the task.
+    if (!(await this.settle(sessionID))) return;
     const task = this.#sink.get(followed.taskId);
     if (!task || task.status !== "running" || !pastGrace) return;
     // Idle, no finished answer, and long past the prompt: the run died without telling us

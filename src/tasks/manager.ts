@@ -6,7 +6,7 @@ import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
 import { SessionFollower } from "./follower.js";
 import { SessionRunner } from "./session-runner.js";
-import type { TaskStore } from "./store.js";
+import type { OutboxMessage, TaskStore } from "./store.js";
 import {
   createTask,
   isTerminal,
@@ -46,6 +46,14 @@ export interface TaskManagerOptions {
   disabledTools: Record<string, boolean>;
   /** Safety sweep period: one status request for all running sessions. */
   sweepIntervalMs?: number;
+  /** The opencode was spawned by this server (its sessions die with us). */
+  embedded?: boolean;
+  /** After a restart, continue interrupted embedded sessions instead of ending them. */
+  resumeInterrupted?: boolean;
+  /** The outbox message a terminal state carries (written in the same transaction), if any. */
+  outboxFor?: (task: Task) => OutboxMessage | undefined;
+  /** Finished tasks kept: pruned in the background, oldest first. */
+  retention?: { maxAgeDays: number; maxTasks: number };
 }
 
 const MAX_PROMPT_BYTES = 1024 * 1024;
@@ -66,7 +74,11 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   readonly #dequeue = new Map<string, AbortController>();
   readonly #terminalWaiters = new Map<string, Set<() => void>>();
   readonly #sweepMs: number;
+  readonly #embedded: boolean;
+  readonly #outboxFor: (task: Task) => OutboxMessage | undefined;
+  readonly #retention: { maxAgeDays: number; maxTasks: number };
   #sweep: NodeJS.Timeout | undefined;
+  #prune: NodeJS.Timeout | undefined;
 
   constructor(options: TaskManagerOptions) {
     super();
@@ -74,6 +86,9 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     this.#store = options.store;
     this.#queues = new AgentQueues(options.concurrency);
     this.#sweepMs = options.sweepIntervalMs ?? 30_000;
+    this.#embedded = options.embedded ?? false;
+    this.#outboxFor = options.outboxFor ?? (() => undefined);
+    this.#retention = options.retention ?? { maxAgeDays: 7, maxTasks: 10_000 };
     const sink = {
       get: (id: string) => this.#store.get(id),
       progress: (id: string, progress: TaskProgress) => this.#update(id, { progress }, "task.progress"),
@@ -93,17 +108,34 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       follower: this.#follower,
       disabledTools: options.disabledTools,
       tasks: this,
+      embedded: this.#embedded,
+      resumeInterrupted: options.resumeInterrupted ?? false,
     });
   }
 
-  start(): void {
+  /**
+   * Starts following opencode and picks up where the previous server left off: running tasks re-take
+   * their agent's slots first (so limits hold across the restart), then queued tasks are queued again
+   * in their original order.
+   */
+  start(): { resumed: number; requeued: number } {
     this.#watcher.start();
     this.#sweep = setInterval(() => void this.#resync(false), this.#sweepMs);
     this.#sweep.unref();
+    this.#pruneFinished();
+    this.#prune = setInterval(() => this.#pruneFinished(), 60 * 60 * 1000);
+    this.#prune.unref();
+    const unfinished = this.#store.unfinished();
+    const running = unfinished.filter((t) => t.status === "running");
+    const queued = unfinished.filter((t) => t.status === "queued");
+    for (const task of running) this.#enqueue(task, () => this.#runner.resume(task.id));
+    for (const task of queued) this.#enqueue(task, () => this.#runner.run(task.id));
+    return { resumed: running.length, requeued: queued.length };
   }
 
   stop(): void {
     clearInterval(this.#sweep);
+    clearInterval(this.#prune);
     this.#watcher.stop();
   }
 
@@ -135,16 +167,21 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       Date.now(),
     );
     this.#commit(task, "task.queued");
+    this.#enqueue(task, () => this.#runner.run(task.id));
+    return this.get(task.id) ?? task;
+  }
+
+  /** Queues the task's job on its agent; the job holds a slot until the task is terminal. */
+  #enqueue(task: Task, job: () => Promise<void>): void {
     const dequeue = new AbortController();
     this.#dequeue.set(task.id, dequeue);
     this.#queues
-      .add(task.agent, task.id, () => this.#runner.run(task.id), dequeue.signal)
+      .add(task.agent, task.id, job, dequeue.signal)
       .catch((error: unknown) => {
         // Only a dequeue rejects here (the job itself never throws); the task is already terminal.
         if (!dequeue.signal.aborted) log.error("task job failed", { taskId: task.id, error: String(error) });
       })
       .finally(() => this.#dequeue.delete(task.id));
-    return this.get(task.id) ?? task;
   }
 
   get(id: string): Task | undefined {
@@ -201,7 +238,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     const task = this.get(id);
     const next = task && transition(task, status, Date.now(), fields);
     if (!next) return false;
-    this.#commit(next, `task.${status}`);
+    this.#commit(next, `task.${status}`, this.#outboxFor(next));
     for (const resolve of this.#terminalWaiters.get(id) ?? []) resolve();
     this.#terminalWaiters.delete(id);
     return true;
@@ -217,7 +254,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 
   markSession(id: string, sessionID: string): void {
-    this.#update(id, { session_id: sessionID }, "task.session");
+    this.#update(id, { session_id: sessionID, embedded: this.#embedded }, "task.session");
   }
 
   markPrompted(id: string): void {
@@ -231,9 +268,19 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 
   /** Store first, then announce: a notifier never tells of a state the store does not have. */
-  #commit(task: Task, event: TaskChange["event"]): void {
-    this.#store.put(task);
+  #commit(task: Task, event: TaskChange["event"], outbox?: OutboxMessage): void {
+    this.#store.put(task, outbox);
     this.emit("change", { event, task });
+  }
+
+  #pruneFinished(): void {
+    const { maxAgeDays, maxTasks } = this.#retention;
+    try {
+      const removed = this.#store.prune({ finishedBefore: Date.now() - maxAgeDays * 86_400_000, maxTasks });
+      if (removed > 0) log.info("pruned finished tasks", { removed });
+    } catch (error) {
+      log.warn("pruning finished tasks failed", { error: String(error) });
+    }
   }
 
   async #checkAgent(agent: string): Promise<void> {

@@ -1,30 +1,45 @@
 import type { Task } from "./task.js";
 
+/** A message to deliver after the state change it belongs to has been committed. */
+export interface OutboxMessage {
+  taskId: string;
+  /** One message of each kind per task, ever: a second one for the same task is ignored. */
+  kind: "parent_prompt";
+  /** Where it goes (the parent session id). */
+  target: string;
+  body: string;
+}
+
+export interface OutboxRow extends OutboxMessage {
+  id: number;
+  attempts: number;
+  nextAttemptAt: number;
+  deliveredAt: number | null;
+  lastError: string | null;
+}
+
 /**
- * Where tasks live. Every state change is written here before anyone is told about it,
- * so the backend (memory today, SQLite with the durability work) decides what survives a restart.
+ * Where tasks live. Every state change is written here before anyone is told about it; a terminal
+ * state and the outbox message that announces it are written in one transaction.
  */
 export interface TaskStore {
-  put(task: Task): void;
+  put(task: Task, outbox?: OutboxMessage): void;
   get(id: string): Task | undefined;
   /** Newest first. */
   list(options?: { limit?: number; offset?: number }): Task[];
-}
+  /** Queued and running tasks, in creation order (the order they were queued in). */
+  unfinished(): Task[];
+  count(): number;
+  /** Deletes finished tasks older than `finishedBefore`, then the oldest finished beyond `maxTasks`. */
+  prune(options: { finishedBefore: number; maxTasks: number }): number;
 
-/** Keeps every task in memory, in creation order. */
-export class MemoryTaskStore implements TaskStore {
-  readonly #tasks = new Map<string, Task>();
+  /** Undelivered outbox rows due at `now`, oldest first. */
+  dueOutbox(now: number): OutboxRow[];
+  outboxFor(taskId: string): OutboxRow[];
+  /** Counts an attempt before it is made, so that after a crash mid-send the next one checks first. */
+  beginAttempt(id: number): void;
+  markDelivered(id: number, at: number): void;
+  markAttemptFailed(id: number, error: string, nextAttemptAt: number): void;
 
-  put(task: Task): void {
-    this.#tasks.set(task.id, task);
-  }
-
-  get(id: string): Task | undefined {
-    return this.#tasks.get(id);
-  }
-
-  list({ limit = Infinity, offset = 0 }: { limit?: number; offset?: number } = {}): Task[] {
-    const newestFirst = [...this.#tasks.values()].reverse();
-    return newestFirst.slice(offset, offset + limit);
-  }
+  close(): void;
 }

@@ -46,6 +46,8 @@ export interface Task {
   completed_at: number | null;
   /** Set once opencode has accepted our prompt (prompt_async answered 204). */
   prompted_at: number | null;
+  /** The session runs on an opencode we spawned, which does not outlive this server. */
+  embedded: boolean;
   progress: TaskProgress;
   result: string | null;
   error: string | null;
@@ -88,6 +90,7 @@ export function createTask(id: string, input: NewTask, now: number): Task {
     started_at: null,
     completed_at: null,
     prompted_at: null,
+    embedded: false,
     progress: { tool_calls: 0, last_tool: null, last_message: null },
     result: null,
     error: null,

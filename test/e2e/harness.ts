@@ -5,6 +5,9 @@ import {
   ResourceUpdatedNotificationSchema,
   type CallToolResult,
 } from "@modelcontextprotocol/sdk/types.js";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ScriptedModel } from "../../src/dev/model-server.js";
 import { startOpencodeSandbox, type OpencodeSandbox } from "../../src/dev/opencode-sandbox.js";
@@ -28,10 +31,12 @@ export class McpHarness {
     readonly transport: StdioClientTransport,
   ) {}
 
+  /** Spawns the CLI with `args`; a fresh temp `--data-dir` unless `args` has one. */
   static async connect(args: string[], env: Record<string, string> = {}): Promise<McpHarness> {
+    const dataDir = args.includes("--data-dir") ? [] : ["--data-dir", mkdtempSync(join(tmpdir(), "bg-data-"))];
     const transport = new StdioClientTransport({
       command: process.execPath,
-      args: [CLI, ...args],
+      args: [CLI, ...dataDir, ...args],
       env: { ...(process.env as Record<string, string>), ...env },
       stderr: "pipe",
     });

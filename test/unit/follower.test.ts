@@ -1,0 +1,848 @@
+import { describe, expect, it } from "vitest";
+import type { OpencodeEvent, SessionMessage, SessionStatus } from "../../src/opencode/client.js";
+import { OpencodeRequestError, OpencodeUnreachableError } from "../../src/opencode/client.js";
+import { SessionFollower, type FollowerApi, type TaskSink } from "../../src/tasks/follower.js";
+import {
+  createTask,
+  isTerminal,
+  transition,
+  type Task,
+  type TaskProgress,
+  type TerminalStatus,
+} from "../../src/tasks/task.js";
+import {
+  abortedError,
+  answered,
+  apiError,
+  assistantMessage,
+  busy,
+  messageUpdated,
+  partUpdated,
+  promptOnly,
+  retry,
+  serverConnected,
+  sessionDeleted,
+  sessionError,
+  sessionIdle,
+  statusIdle,
+  stepFinish,
+  stepStart,
+  textPart,
+  todoUpdated,
+  toolPart,
+  toolState,
+  unknownError,
+  userMessage,
+} from "./opencode-fixtures.js";
+
+const PROMPTED_AT = 100_000;
+/** The follower's take-up grace (5 s): resync leaves a fresh, silent session alone this long. */
+const GRACE_MS = 5_000;
+
+interface FinishCall {
+  taskId: string;
+  status: TerminalStatus;
+  fields: { result?: string | null; error?: string | null };
+}
+
+/** The manager's contract in memory: progress only while not terminal, finish through `transition()`. */
+class MemorySink implements TaskSink {
+  readonly tasks = new Map<string, Task>();
+  readonly finishes: FinishCall[] = [];
+  readonly progresses: Array<{ taskId: string; progress: TaskProgress }> = [];
+
+  get(taskId: string): Task | undefined {
+    return this.tasks.get(taskId);
+  }
+
+  progress(taskId: string, progress: TaskProgress): void {
+    this.progresses.push({ taskId, progress: structuredClone(progress) });
+    const task = this.tasks.get(taskId);
+    if (task && !isTerminal(task.status)) this.tasks.set(taskId, { ...task, progress });
+  }
+
+  finish(taskId: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): void {
+    this.finishes.push({ taskId, status, fields: { ...fields } });
+    const task = this.tasks.get(taskId);
+    const next = task && transition(task, status, PROMPTED_AT + 60_000, fields);
+    if (next) this.tasks.set(taskId, next);
+  }
+}
+
+/** Answers like opencode's REST API, from recorded data; counts every call. */
+class FakeApi implements FollowerApi {
+  readonly messageReads: string[] = [];
+  readonly existsChecks: string[] = [];
+  statusReads = 0;
+  /** What `session.status()` returns: busy and retrying sessions only. */
+  busy: Record<string, SessionStatus> = {};
+  readonly answers = new Map<string, () => Promise<SessionMessage[]>>();
+  readonly missing = new Set<string>();
+
+  answer(sessionID: string, messages: SessionMessage[]): void {
+    this.answers.set(sessionID, () => Promise.resolve(structuredClone(messages)));
+  }
+
+  /** The next reads of `sessionID` wait until the returned function is called. */
+  gate(sessionID: string, messages: SessionMessage[]): () => void {
+    let open!: () => void;
+    const opened = new Promise<void>((resolve) => (open = resolve));
+    this.answers.set(sessionID, async () => {
+      await opened;
+      return structuredClone(messages);
+    });
+    return open;
+  }
+
+  fail(sessionID: string, error: Error): void {
+    this.answers.set(sessionID, () => Promise.reject(error));
+  }
+
+  async messages(sessionID: string): Promise<SessionMessage[]> {
+    this.messageReads.push(sessionID);
+    const answer = this.answers.get(sessionID);
+    return answer ? answer() : [];
+  }
+
+  async statuses(): Promise<Record<string, SessionStatus>> {
+    this.statusReads++;
+    return { ...this.busy };
+  }
+
+  async sessionExists(sessionID: string): Promise<boolean> {
+    this.existsChecks.push(sessionID);
+    return !this.missing.has(sessionID);
+  }
+}
+
+async function flush(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+function setup() {
+  const sink = new MemorySink();
+  const api = new FakeApi();
+  const follower = new SessionFollower(api, sink);
+  /** A running, prompted task following `sessionID`, as the session runner leaves it. */
+  const start = (taskId: string, sessionID: string, promptedAt: number | null = PROMPTED_AT): Task => {
+    const queued = createTask(
+      taskId,
+      {
+        description: `task ${taskId}`,
+        prompt: "Find where the config is parsed",
+        agent: "explore",
+        model: null,
+        parent_session_id: null,
+        timeout_ms: null,
+      },
+      PROMPTED_AT - 1_000,
+    );
+    const task: Task = { ...transition(queued, "running", PROMPTED_AT - 500)!, session_id: sessionID, prompted_at: promptedAt };
+    sink.tasks.set(taskId, task);
+    follower.follow(taskId, sessionID);
+    return task;
+  };
+  const feed = (...events: OpencodeEvent[]): void => {
+    for (const event of events) follower.onEvent(event);
+  };
+  const task = (taskId: string): Task => sink.tasks.get(taskId)!;
+  return { sink, api, follower, start, feed, task };
+}
+
+const S = "ses_2138cad3affeJ7n2kVpQ4cT9xZ";
+const PROMPT = "Find where the config is parsed";
+
+/** What opencode emits from prompt_async until the first assistant step starts (recorded on 1.18.33). */
+function promptTaken(sessionID: string, prompt = PROMPT, assistantID = "msg_a1"): OpencodeEvent[] {
+  const user = userMessage(sessionID, "msg_user");
+  return [
+    messageUpdated(user),
+    partUpdated(textPart(sessionID, user.id, prompt)),
+    busy(sessionID),
+    messageUpdated(assistantMessage(sessionID, { id: assistantID, completed: false, parentID: user.id })),
+    messageUpdated(user),
+    busy(sessionID),
+    partUpdated(stepStart(sessionID, assistantID)),
+  ];
+}
+
+/** A complete text run: the prompt is taken, the answer streams in, the step finishes, the session goes idle. */
+function textRun(sessionID: string, answer: string, assistantID = "msg_a1"): OpencodeEvent[] {
+  const text = textPart(sessionID, assistantID, "");
+  const done = assistantMessage(sessionID, { id: assistantID, finish: "stop", parentID: "msg_user" });
+  return [
+    ...promptTaken(sessionID, PROMPT, assistantID),
+    partUpdated(text),
+    partUpdated({ ...text, text: answer.slice(0, 5) }),
+    partUpdated({ ...text, text: answer }),
+    partUpdated(stepFinish(sessionID, assistantID, "stop")),
+    messageUpdated(done),
+    messageUpdated(done),
+    busy(sessionID),
+    statusIdle(sessionID),
+    sessionIdle(sessionID),
+  ];
+}
+
+describe("SessionFollower: completion", () => {
+  it("ends a normal text run once, as completed, with the final text", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    const answer = "The config is parsed in src/config.ts by parseCli().";
+    api.answer(S, answered(S, PROMPT, answer));
+    feed(...textRun(S, answer));
+    await flush();
+
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: answer } }]);
+    expect(api.messageReads).toEqual([S]);
+    expect(task("t1").status).toBe("completed");
+    expect(task("t1").result).toBe(answer);
+    expect(task("t1").progress.last_message).toBe(answer);
+    expect(task("t1").progress.tool_calls).toBe(0);
+  });
+
+  it("takes the result from the stored messages, not from the streamed preview", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "stored final answer"));
+    feed(...textRun(S, "streamed text that was later revised"));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.fields.result).toBe("stored final answer");
+  });
+
+  it("shows streamed assistant text as a flattened, bounded preview while running", () => {
+    const { start, feed, task } = setup();
+    start("t1", S);
+    const long = `First line\n\n  second   line ${"x".repeat(500)}`;
+    feed(...promptTaken(S), partUpdated(textPart(S, "msg_a1", long)));
+    const preview = task("t1").progress.last_message!;
+    expect(preview.startsWith("First line second line x")).toBe(true);
+    expect(preview).not.toMatch(/\n|\s{2}/);
+    expect(preview.length).toBeLessThanOrEqual(200);
+    expect(preview.endsWith("…")).toBe(true);
+    expect(task("t1").status).toBe("running");
+  });
+
+  it("never shows our own prompt (the user message's text part) as the agent's latest message", () => {
+    const { sink, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S, "SECRET PROMPT TEXT"));
+    expect(task("t1").progress.last_message).toBeNull();
+    expect(sink.progresses.map((p) => p.progress.last_message)).not.toContain("SECRET PROMPT TEXT");
+  });
+
+  it("completes a run whose agent wrote no text with an empty result, not with the prompt as its message", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    const [user] = promptOnly(S, PROMPT);
+    const step = assistantMessage(S, { id: "msg_a1", finish: "stop" });
+    const call = toolPart(S, step.id, "call_1", "bash", toolState("completed", { command: "true" }, ""));
+    api.answer(S, [user!, { info: step, parts: [stepStart(S, step.id), call, stepFinish(S, step.id, "stop")] }]);
+    feed(...promptTaken(S), partUpdated(call), messageUpdated(step), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "" } }]);
+    expect(task("t1").progress.last_message).toBeNull();
+    expect(task("t1").progress.tool_calls).toBe(1);
+  });
+
+  it("reads messages once and finishes once for duplicate idles while the read is in flight", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    const open = api.gate(S, answered(S, PROMPT, "done"));
+    feed(...promptTaken(S), statusIdle(S), sessionIdle(S), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes).toEqual([]);
+
+    open();
+    await flush();
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done" } }]);
+
+    // Idles after the end change nothing and read nothing.
+    feed(statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes).toHaveLength(1);
+  });
+
+  it("leaves a run alone when the idle's read shows it is not over (tool-calls step, unfinished step)", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    const [user, reply] = answered(S, PROMPT, "calling a tool");
+    api.answer(S, [user!, { ...reply!, info: { ...assistantMessage(S, { finish: "tool-calls" }) } }]);
+    feed(...promptTaken(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes).toEqual([]);
+
+    api.answer(S, [user!, { ...reply!, info: assistantMessage(S, { completed: false }) }]);
+    feed(sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S, S]);
+    expect(sink.finishes).toEqual([]);
+
+    api.answer(S, answered(S, PROMPT, "finally"));
+    feed(sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "finally" } }]);
+  });
+
+  it("keeps the task running when the idle's read fails (not a 404), and finishes on the next idle", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.fail(S, new OpencodeUnreachableError("opencode is unreachable at http://127.0.0.1:4096"));
+    feed(...promptTaken(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+
+    api.answer(S, answered(S, PROMPT, "ok"));
+    feed(sessionIdle(S));
+    await flush();
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+  });
+
+  it("ends the task as an error when the idle's read answers 404", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    api.fail(S, new OpencodeRequestError(`Session not found: ${S}`, 404));
+    feed(...promptTaken(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+  });
+});
+
+describe("SessionFollower: errors", () => {
+  const agentNotFound = 'Agent not found: "nope". Available agents: build, explore, general, plan';
+
+  it("ends with the error message on session.error without any idle (unknown agent)", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    // Recorded: two UnknownError events ~1 ms after the 204, then nothing at all.
+    feed(
+      sessionError(S, unknownError(agentNotFound)),
+      sessionError(S, unknownError("UnknownError: UnknownError\n    at <anonymous> (/$bunfs/root/chunk.js:1142:2068)")),
+    );
+    await flush();
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "error", fields: { error: agentNotFound } }]);
+    expect(task("t1").status).toBe("error");
+    expect(task("t1").error).toBe(agentNotFound);
+    expect(api.messageReads).toEqual([]);
+  });
+
+  it("ends once for an unknown model: error, then idle, then a second error", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    feed(
+      ...promptTaken(S),
+      sessionError(S, unknownError("Model not found: p/m.")),
+      statusIdle(S),
+      sessionIdle(S),
+      sessionError(S, unknownError("Model not found: p/m.")),
+    );
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(task("t1").error).toContain("Model not found: p/m.");
+    expect(api.messageReads).toEqual([]);
+  });
+
+  it("names the error and the HTTP status of a provider failure", async () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), sessionError(S, apiError("Bad Request: model is required", 400)), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    const error = sink.finishes[0]!.fields.error!;
+    expect(error).toContain("APIError");
+    expect(error).toContain("Bad Request: model is required");
+    expect(error).toContain("400");
+  });
+
+  it("ends with an error when the idle's read shows an errored last step", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    const [user] = answered(S, PROMPT, "");
+    api.answer(S, [user!, { info: assistantMessage(S, { error: apiError("upstream overloaded", 529) }), parts: [] }]);
+    feed(...promptTaken(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain("upstream overloaded");
+  });
+
+  it("ignores session.error events without a session id", async () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), sessionError(undefined, unknownError("global failure")));
+    await flush();
+    expect(sink.finishes).toEqual([]);
+  });
+});
+
+describe("SessionFollower: take-up race", () => {
+  it("ignores an idle that comes before any busy or assistant signal", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "done"));
+    feed(statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toEqual([]);
+    expect(api.messageReads).toEqual([]);
+    expect(task("t1").status).toBe("running");
+
+    // Once the prompt is taken up, the next idle counts.
+    feed(busy(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+  });
+
+  it("does not count our own prompt (user message and its text part) as take-up", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    api.answer(S, promptOnly(S, PROMPT));
+    const user = userMessage(S, "msg_user");
+    feed(messageUpdated(user), partUpdated(textPart(S, user.id, PROMPT)), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("counts a retry status as take-up", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "done"));
+    feed(retry(S, 1, "Provider is overloaded"), statusIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes).toHaveLength(1);
+  });
+
+  it("counts an assistant message as take-up", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "done"));
+    feed(messageUpdated(assistantMessage(S, { completed: false })), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes).toHaveLength(1);
+  });
+});
+
+describe("SessionFollower: cancellation and abort", () => {
+  it("ends a deleted session's task as cancelled, naming the session", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), sessionDeleted(S), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("cancelled");
+    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(task("t1").status).toBe("cancelled");
+    expect(api.messageReads).toEqual([]);
+  });
+
+  it("does not end a task we aborted ourselves: MessageAbortedError and idle are expected", async () => {
+    const { sink, api, start, feed, follower, task } = setup();
+    start("t1", S);
+    const [user] = promptOnly(S, PROMPT);
+    api.answer(S, [user!, { info: assistantMessage(S, { error: abortedError() }), parts: [] }]);
+    feed(...promptTaken(S));
+    follower.markAborting(S);
+    // Recorded abort: error, idle ×2, the assistant message updated with the error in between.
+    feed(
+      sessionError(S, abortedError()),
+      statusIdle(S),
+      sessionIdle(S),
+      messageUpdated(assistantMessage(S, { id: "msg_a1", error: abortedError() })),
+      statusIdle(S),
+      sessionIdle(S),
+    );
+    await flush();
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+  });
+
+  it("treats an abort it did not ask for as an error", async () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), sessionError(S, abortedError()), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain("Aborted");
+  });
+
+  it("treats an abort seen only in the stored messages (its event missed) as an error when we did not abort", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    const [user] = promptOnly(S, PROMPT);
+    api.answer(S, [user!, { info: assistantMessage(S, { error: abortedError() }), parts: [] }]);
+    feed(...promptTaken(S), sessionIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes.map((f) => f.status)).toEqual(["error"]);
+    expect(sink.finishes[0]!.fields.error).toContain("Aborted");
+  });
+
+  it("still reports a real error after markAborting", async () => {
+    const { sink, start, feed, follower } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    follower.markAborting(S);
+    feed(sessionError(S, apiError("provider exploded", 500)));
+    await flush();
+    expect(sink.finishes.map((f) => f.status)).toEqual(["error"]);
+    expect(sink.finishes[0]!.fields.error).toContain("provider exploded");
+  });
+});
+
+describe("SessionFollower: progress", () => {
+  it("counts one tool call per call id across pending -> running -> completed", () => {
+    const { start, feed, task } = setup();
+    start("t1", S);
+    const input = { command: "ls src" };
+    feed(
+      ...promptTaken(S),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("pending", input))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running", input))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running", input))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("completed", input, "config.ts\n"))),
+    );
+    expect(task("t1").progress.tool_calls).toBe(1);
+    expect(task("t1").progress.last_tool).toBe("bash");
+  });
+
+  it("announces a tool call once, not on every state update of the same call", () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    const before = sink.progresses.length;
+    feed(
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("pending"))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running"))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running"))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("completed", {}, "ok"))),
+    );
+    expect(sink.progresses.slice(before)).toEqual([
+      { taskId: "t1", progress: { tool_calls: 1, last_tool: "bash", last_message: null } },
+    ]);
+  });
+
+  it("counts parallel calls by id when their updates interleave", () => {
+    const { start, feed, task } = setup();
+    start("t1", S);
+    feed(
+      ...promptTaken(S),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running"))),
+      partUpdated(toolPart(S, "msg_a1", "call_2", "read", toolState("running"))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("completed", {}, "ok"))),
+      partUpdated(toolPart(S, "msg_a1", "call_2", "read", toolState("completed", {}, "ok"))),
+    );
+    expect(task("t1").progress.tool_calls).toBe(2);
+  });
+
+  it("counts two call ids as two tool calls and reports the latest tool", () => {
+    const { start, feed, task } = setup();
+    start("t1", S);
+    feed(
+      ...promptTaken(S),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("pending"))),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("completed", {}, "ok"))),
+      partUpdated(toolPart(S, "msg_a2", "call_2", "read", toolState("pending"))),
+      partUpdated(toolPart(S, "msg_a2", "call_2", "read", toolState("running"))),
+      partUpdated(toolPart(S, "msg_a2", "call_2", "read", toolState("error", {}, "no such file"))),
+    );
+    expect(task("t1").progress.tool_calls).toBe(2);
+    expect(task("t1").progress.last_tool).toBe("read");
+  });
+
+  it("keeps the tool count when text arrives, and the text when tools arrive", () => {
+    const { start, feed, task } = setup();
+    start("t1", S);
+    feed(
+      ...promptTaken(S),
+      partUpdated(toolPart(S, "msg_a1", "call_1", "grep", toolState("completed", {}, "match"))),
+      messageUpdated(assistantMessage(S, { id: "msg_a2", completed: false })),
+      partUpdated(textPart(S, "msg_a2", "Looking at the matches")),
+      partUpdated(toolPart(S, "msg_a2", "call_2", "read", toolState("pending"))),
+    );
+    expect(task("t1").progress).toMatchObject({ tool_calls: 2, last_tool: "read", last_message: "Looking at the matches" });
+  });
+
+  it("records the todos left incomplete at idle (latest list wins) and still completes", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "partly done"));
+    feed(
+      ...promptTaken(S),
+      todoUpdated(S, [
+        { content: "read config", status: "pending" },
+        { content: "write tests", status: "pending" },
+      ]),
+      todoUpdated(S, [
+        { content: "read config", status: "completed" },
+        { content: "write tests", status: "in_progress" },
+        { content: "fix lint", status: "pending" },
+        { content: "drop idea", status: "cancelled" },
+      ]),
+      sessionIdle(S),
+    );
+    await flush();
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(task("t1").progress.incomplete_todos).toEqual([
+      { content: "write tests", status: "in_progress" },
+      { content: "fix lint", status: "pending" },
+    ]);
+    expect(task("t1").result).toBe("partly done");
+  });
+
+  it("records a single incomplete todo", async () => {
+    const { api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "almost"));
+    feed(
+      ...promptTaken(S),
+      todoUpdated(S, [
+        { content: "a", status: "completed" },
+        { content: "b", status: "pending" },
+      ]),
+      sessionIdle(S),
+    );
+    await flush();
+    expect(task("t1").progress.incomplete_todos).toEqual([{ content: "b", status: "pending" }]);
+  });
+
+  it("records no incomplete todos when all are done", async () => {
+    const { api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "all done"));
+    feed(...promptTaken(S), todoUpdated(S, [{ content: "a", status: "completed" }]), sessionIdle(S));
+    await flush();
+    expect(task("t1").status).toBe("completed");
+    expect(task("t1").progress.incomplete_todos).toBeUndefined();
+  });
+});
+
+describe("SessionFollower: routing", () => {
+  it("ignores events for sessions it does not follow", async () => {
+    const { sink, api, start, feed, task } = setup();
+    const before = start("t1", S);
+    const other = "ses_other";
+    api.answer(other, answered(other, PROMPT, "not ours"));
+    feed(
+      serverConnected(),
+      ...textRun(other, "not ours"),
+      partUpdated(toolPart(other, "m", "call_9", "bash", toolState("pending"))),
+      todoUpdated(other, [{ content: "x", status: "pending" }]),
+      sessionError(other, unknownError("boom")),
+      sessionDeleted(other),
+    );
+    await flush();
+    expect(sink.finishes).toEqual([]);
+    expect(sink.progresses).toEqual([]);
+    expect(api.messageReads).toEqual([]);
+    expect(task("t1")).toEqual(before);
+  });
+
+  it("follows several sessions independently", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    start("t2", "ses_two");
+    api.answer(S, answered(S, PROMPT, "one"));
+    feed(...promptTaken(S), ...promptTaken("ses_two"), sessionError("ses_two", unknownError("two failed")), sessionIdle(S));
+    await flush();
+    expect(task("t1")).toMatchObject({ status: "completed", result: "one" });
+    expect(task("t2")).toMatchObject({ status: "error", error: "two failed" });
+    expect(sink.finishes).toHaveLength(2);
+  });
+
+  it("ignores late events for a terminal task", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "done"));
+    feed(...textRun(S, "done"));
+    await flush();
+    const finished = structuredClone(task("t1"));
+    const progressCalls = sink.progresses.length;
+    expect(finished.status).toBe("completed");
+
+    feed(
+      sessionError(S, unknownError("late error")),
+      sessionDeleted(S),
+      busy(S),
+      partUpdated(toolPart(S, "msg_a1", "call_late", "bash", toolState("running"))),
+      partUpdated(textPart(S, "msg_a1", "late text")),
+      todoUpdated(S, [{ content: "late", status: "pending" }]),
+      statusIdle(S),
+      sessionIdle(S),
+    );
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.progresses).toHaveLength(progressCalls);
+    expect(api.messageReads).toEqual([S]);
+    expect(task("t1")).toEqual(finished);
+  });
+
+  it("ignores a task ended by someone else (cancelled by request) while its session winds down", async () => {
+    const { sink, api, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    sink.finish("t1", "cancelled", { error: "cancelled by request" });
+    feed(sessionError(S, abortedError()), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toHaveLength(1);
+    expect(api.messageReads).toEqual([]);
+  });
+
+  it("stops routing after unfollow", async () => {
+    const { sink, api, start, feed, follower } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    follower.unfollow(S);
+    expect(follower.followedCount).toBe(0);
+    feed(sessionError(S, unknownError("after unfollow")), sessionIdle(S));
+    await flush();
+    expect(sink.finishes).toEqual([]);
+    expect(api.messageReads).toEqual([]);
+  });
+});
+
+describe("SessionFollower.resync", () => {
+  it("does nothing (not even a status read) when no session is followed", async () => {
+    const { api, follower } = setup();
+    await follower.resync(PROMPTED_AT + 60_000, true);
+    expect(api.statusReads).toBe(0);
+  });
+
+  it("completes a session missing from statuses whose messages show a finished answer", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "finished while we were away"));
+    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    expect(api.statusReads).toBe(1);
+    expect(sink.finishes).toEqual([
+      { taskId: "t1", status: "completed", fields: { result: "finished while we were away" } },
+    ]);
+    expect(api.existsChecks).toEqual([]);
+  });
+
+  it("completes a taken-up session within the grace when its idle was missed", async () => {
+    const { sink, api, start, feed, follower } = setup();
+    start("t1", S);
+    feed(busy(S));
+    api.answer(S, answered(S, PROMPT, "quick"));
+    await follower.resync(PROMPTED_AT + 1_000, false);
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+  });
+
+  it("fails a session past the grace with no answer, naming the session", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    api.answer(S, promptOnly(S, PROMPT));
+    await follower.resync(PROMPTED_AT + GRACE_MS + 1, false);
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(sink.finishes[0]!.fields.error).not.toContain("no longer exists");
+    expect(api.existsChecks).toEqual([S]);
+  });
+
+  it("fails a session that opencode no longer has (sessionExists false)", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    api.missing.add(S);
+    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(sink.finishes[0]!.fields.error).toContain(S);
+  });
+
+  it("fails a session whose messages read answers 404", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    api.fail(S, new OpencodeRequestError(`Session not found: ${S}`, 404));
+    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+  });
+
+  it("leaves a session alone within the grace when the prompt was not taken up yet", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    await follower.resync(PROMPTED_AT + GRACE_MS - 1, false);
+    expect(api.statusReads).toBe(1);
+    expect(api.messageReads).toEqual([]);
+    expect(api.existsChecks).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("after a reconnect (all) reads a fresh session but does not fail it within the grace", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S);
+    api.answer(S, promptOnly(S, PROMPT));
+    await follower.resync(PROMPTED_AT + 500, true);
+    expect(api.messageReads).toEqual([S]);
+    expect(api.existsChecks).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("leaves busy sessions alone and counts them as taken up", async () => {
+    const { sink, api, start, feed, follower } = setup();
+    start("t1", S);
+    api.busy = { [S]: { type: "busy" } };
+    await follower.resync(PROMPTED_AT + GRACE_MS * 10, true);
+    expect(api.messageReads).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+
+    // The resync saw it busy, so a following idle means done even without a busy event.
+    api.answer(S, answered(S, PROMPT, "done"));
+    feed(sessionIdle(S));
+    await flush();
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+  });
+
+  it("skips tasks not prompted yet", async () => {
+    const { sink, api, start, follower } = setup();
+    start("t1", S, null);
+    await follower.resync(PROMPTED_AT + GRACE_MS * 10, true);
+    expect(api.messageReads).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("does not fail a task when the messages read fails for a reason other than 404", async () => {
+    const { sink, api, start, follower, task } = setup();
+    start("t1", S);
+    api.fail(S, new OpencodeRequestError("opencode answered 500", 500));
+    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+
+    // The next sweep, with opencode healthy again, finds the answer.
+    api.answer(S, answered(S, PROMPT, "was fine all along"));
+    await follower.resync(PROMPTED_AT + GRACE_MS + 31_000, false);
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "was fine all along" } }]);
+  });
+
+  it("shares an idle's in-flight read instead of reading again", async () => {
+    const { sink, api, start, feed, follower } = setup();
+    start("t1", S);
+    const open = api.gate(S, answered(S, PROMPT, "done"));
+    feed(busy(S), sessionIdle(S));
+    const resynced = follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    open();
+    await resynced;
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(api.existsChecks).toEqual([]);
+  });
+});
