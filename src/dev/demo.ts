@@ -70,7 +70,8 @@ async function main(): Promise<void> {
     });
     say(`sandbox project ${project.directory} (agents: explore, review)`);
 
-    const args = [CLI, "--directory", project.directory, "--concurrency", `explore=${LIMITS.explore}`, "--concurrency", `review=${LIMITS.review}`];
+    const args = [CLI, "--directory", project.directory, "--data-dir", path.join(root, "data"),
+      "--concurrency", `explore=${LIMITS.explore}`, "--concurrency", `review=${LIMITS.review}`];
     const transport = new StdioClientTransport({
       command: process.execPath,
       args,
@@ -164,20 +165,24 @@ async function main(): Promise<void> {
     }
     check(model.maxInFlight("explore") === LIMITS.explore, "explore never used both of its slots");
 
-    const opencodePid = /"embedded opencode started".*?"pid":(\d+)/.exec(stderr)?.[1];
+    // Closing the client ends the CLI's stdin: it must exit and take its embedded opencode down with it.
+    const opencodeUrl = /"embedded opencode started".*?"url":"([^"]+)"/.exec(stderr)?.[1];
     const cliPid = transport.pid;
     await mcp.close();
     client = undefined;
-    const alive = (pid: number | null | undefined): boolean => {
+    const cliAlive = (): boolean => {
       try {
-        return pid != null && process.kill(pid, 0);
+        return cliPid !== null && process.kill(cliPid, 0);
       } catch {
         return false;
       }
     };
-    for (let i = 0; i < 50 && (alive(cliPid) || alive(Number(opencodePid))); i++) await sleep(100);
-    check(!alive(cliPid) && !alive(Number(opencodePid)), `the CLI (pid ${cliPid}) or its opencode (pid ${opencodePid}) is still running`);
-    say(`closed the client: the CLI (pid ${cliPid}) and its embedded opencode (pid ${opencodePid ?? "?"}) have exited`);
+    const opencodeUp = (): Promise<boolean> =>
+      opencodeUrl === undefined ? Promise.resolve(false) : fetch(opencodeUrl).then(() => true, () => false);
+    for (let i = 0; i < 50 && (cliAlive() || (await opencodeUp())); i++) await sleep(100);
+    check(!cliAlive(), `the CLI (pid ${cliPid}) is still running after the client closed`);
+    check(!(await opencodeUp()), `the embedded opencode at ${opencodeUrl} still answers after the client closed`);
+    say(`closed the client: the CLI (pid ${cliPid}) has exited and its opencode at ${opencodeUrl ?? "?"} is gone`);
   } catch (error) {
     failed = true;
     console.error(`\nDEMO FAILED: ${error instanceof DemoFailure ? error.message : error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
