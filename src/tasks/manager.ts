@@ -6,7 +6,7 @@ import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
 import { SessionFollower } from "./follower.js";
 import { SessionRunner } from "./session-runner.js";
-import type { OutboxMessage, TaskStore } from "./store.js";
+import type { ListOptions, OutboxMessage, TaskStore } from "./store.js";
 import {
   createTask,
   isTerminal,
@@ -30,6 +30,8 @@ export interface TaskChange {
 }
 
 export interface LaunchInput {
+  /** Who launches it; default "local" (the single user of a stdio server). */
+  owner?: string;
   description: string;
   prompt: string;
   agent: string;
@@ -57,6 +59,7 @@ export interface TaskManagerOptions {
 }
 
 const MAX_PROMPT_BYTES = 1024 * 1024;
+export const LOCAL_OWNER = "local";
 
 /**
  * The task manager: launches, reads, waits for and cancels tasks. Data flows one way: a launch is
@@ -157,6 +160,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     const task = createTask(
       newTaskId(),
       {
+        owner: input.owner ?? LOCAL_OWNER,
         description: input.description,
         prompt: input.prompt,
         agent: input.agent,
@@ -188,7 +192,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     return this.#store.get(id);
   }
 
-  list(options?: { limit?: number; offset?: number }): Task[] {
+  list(options?: ListOptions): Task[] {
     return this.#store.list(options);
   }
 

@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import type { OutboxMessage, OutboxRow, TaskStore } from "./store.js";
+import type { ListOptions, OutboxMessage, OutboxRow, TaskStore } from "./store.js";
 import type { Task } from "./task.js";
 
 /** A database this server cannot use; the message names the file. Nothing was changed in it. */
@@ -36,6 +36,8 @@ export const MIGRATIONS: readonly string[] = [
      UNIQUE (task_id, kind)
    );
    CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE delivered_at IS NULL;`,
+  `ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT 'local';
+   CREATE INDEX tasks_owner ON tasks(owner, seq);`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -63,7 +65,9 @@ const toOutboxRow = (r: OutboxRecord): OutboxRow => ({
   lastError: r.last_error,
 });
 
-const parse = (row: { data: string } | undefined): Task | undefined => (row ? (JSON.parse(row.data) as Task) : undefined);
+type TaskRow = { owner: string; data: string };
+// The owner column is the truth: rows written before it existed get the migration's default.
+const parse = (row: TaskRow | undefined): Task | undefined => (row ? { ...(JSON.parse(row.data) as Task), owner: row.owner } : undefined);
 
 /** The embedded store: SQLite in WAL mode, one row per task (the task as JSON) plus the outbox. */
 export class SqliteTaskStore implements TaskStore {
@@ -83,16 +87,19 @@ export class SqliteTaskStore implements TaskStore {
     const db = this.#db;
     this.#statements = {
       upsert: db.prepare(
-        `INSERT INTO tasks (id, status, created_at, completed_at, data) VALUES (@id, @status, @created_at, @completed_at, @data)
+        `INSERT INTO tasks (id, owner, status, created_at, completed_at, data) VALUES (@id, @owner, @status, @created_at, @completed_at, @data)
          ON CONFLICT(id) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at, data = excluded.data`,
       ),
       enqueue: db.prepare(
         `INSERT INTO outbox (task_id, kind, target, body, created_at, next_attempt_at)
          VALUES (@taskId, @kind, @target, @body, @now, @now) ON CONFLICT(task_id, kind) DO NOTHING`,
       ),
-      get: db.prepare<[string], { data: string }>("SELECT data FROM tasks WHERE id = ?"),
-      list: db.prepare<[number, number], { data: string }>("SELECT data FROM tasks ORDER BY seq DESC LIMIT ? OFFSET ?"),
-      unfinished: db.prepare<[], { data: string }>("SELECT data FROM tasks WHERE status IN ('queued', 'running') ORDER BY seq"),
+      get: db.prepare<[string], TaskRow>("SELECT owner, data FROM tasks WHERE id = ?"),
+      list: db.prepare<[number, number], TaskRow>("SELECT owner, data FROM tasks ORDER BY seq DESC LIMIT ? OFFSET ?"),
+      listOwned: db.prepare<[string, number, number], TaskRow>(
+        "SELECT owner, data FROM tasks WHERE owner = ? ORDER BY seq DESC LIMIT ? OFFSET ?",
+      ),
+      unfinished: db.prepare<[], TaskRow>("SELECT owner, data FROM tasks WHERE status IN ('queued', 'running') ORDER BY seq"),
       count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM tasks"),
       pruneOld: db.prepare("DELETE FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ?"),
       pruneExcess: db.prepare(
@@ -112,6 +119,7 @@ export class SqliteTaskStore implements TaskStore {
     this.#put = db.transaction((task: Task, outbox?: OutboxMessage) => {
       this.#statements.upsert.run({
         id: task.id,
+        owner: task.owner,
         status: task.status,
         created_at: task.created_at,
         completed_at: task.completed_at,
@@ -129,8 +137,10 @@ export class SqliteTaskStore implements TaskStore {
     return parse(this.#statements.get.get(id));
   }
 
-  list({ limit = -1, offset = 0 }: { limit?: number; offset?: number } = {}): Task[] {
-    return this.#statements.list.all(Number.isFinite(limit) ? limit : -1, offset).map((row) => parse(row)!);
+  list({ limit = -1, offset = 0, owner }: ListOptions = {}): Task[] {
+    const max = Number.isFinite(limit) ? limit : -1;
+    const rows = owner === undefined ? this.#statements.list.all(max, offset) : this.#statements.listOwned.all(owner, max, offset);
+    return rows.map((row) => parse(row)!);
   }
 
   unfinished(): Task[] {

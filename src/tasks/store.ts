@@ -18,6 +18,13 @@ export interface OutboxRow extends OutboxMessage {
   lastError: string | null;
 }
 
+export interface ListOptions {
+  limit?: number;
+  offset?: number;
+  /** Only this owner's tasks. */
+  owner?: string;
+}
+
 /**
  * Where tasks live. Every state change is written here before anyone is told about it; a terminal
  * state and the outbox message that announces it are written in one transaction.
@@ -26,7 +33,7 @@ export interface TaskStore {
   put(task: Task, outbox?: OutboxMessage): void;
   get(id: string): Task | undefined;
   /** Newest first. */
-  list(options?: { limit?: number; offset?: number }): Task[];
+  list(options?: ListOptions): Task[];
   /** Queued and running tasks, in creation order (the order they were queued in). */
   unfinished(): Task[];
   count(): number;

@@ -31,6 +31,8 @@ export interface ModelRef {
 
 export interface Task {
   id: string;
+  /** Who launched it (a token's owner name over HTTP; "local" on stdio). Only its owner sees it. */
+  owner: string;
   description: string;
   prompt: string;
   agent: string;
@@ -72,6 +74,7 @@ export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
 }
 
 export interface NewTask {
+  owner: string;
   description: string;
   prompt: string;
   agent: string;
