@@ -1,7 +1,7 @@
 import type { Settings } from "./config.js";
 import { log } from "./log.js";
 import { ParentNotifier } from "./notify/parent-prompt.js";
-import { OpencodeApi } from "./opencode/client.js";
+import { OpencodeHttpApi } from "./opencode/client.js";
 import { startEmbeddedOpencode, type EmbeddedOpencode } from "./opencode/embedded.js";
 import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
@@ -34,7 +34,7 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       embedded = await startEmbeddedOpencode({ directory: settings.directory });
       url = embedded.url;
     }
-    const api = new OpencodeApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
+    const api = new OpencodeHttpApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
     const manager = new TaskManager({
       api,
       store,

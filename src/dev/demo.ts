@@ -31,17 +31,19 @@ interface Plan {
   cancelWhileQueued?: boolean;
 }
 
-// Markers steer the scripted model: [[group]] names the concurrency bucket it counts in, [[delay]]
-// holds each answer, [[tool:bash:…]] makes it call bash first, [[chunks]] streams the reply in pieces.
+// Markers steer the scripted model: [[group]] names the bucket it counts concurrency in, [[hold:go]]
+// keeps the answer until the demo releases "go" (so the first tasks surely occupy every slot while the
+// rest queue), [[delay]] waits before answering, [[tool:bash:…]] makes it call bash first, [[chunks]]
+// streams the reply in pieces.
 const PLANS: Plan[] = [
   { agent: "explore", description: "Map the source tree", expect: "completed",
-    prompt: "[[group:explore]][[delay:1500]][[reply:src/ holds cli, mcp, tasks and opencode]] Map the source tree." },
+    prompt: "[[group:explore]][[hold:go]][[delay:300]][[reply:src/ holds cli, mcp, tasks and opencode]] Map the source tree." },
   { agent: "explore", description: "List the project with bash", expect: "completed",
-    prompt: "[[group:explore]][[delay:500]][[tool:bash:echo hello from bash && ls]][[reply:the project holds opencode.json]] List it." },
+    prompt: "[[group:explore]][[hold:go]][[delay:300]][[tool:bash:echo hello from bash && ls]][[reply:the project holds opencode.json]] List it." },
   { agent: "explore", description: "Summarise the config", expect: "completed",
     prompt: "[[group:explore]][[delay:800]][[chunks:4]][[reply:one mock provider, two subagents, no keys]] Summarise." },
   { agent: "review", description: "Review the queue code", expect: "completed",
-    prompt: "[[group:review]][[delay:2000]][[reply:LGTM: two nits in agent-queues.ts]] Review it." },
+    prompt: "[[group:review]][[hold:go]][[delay:300]][[reply:LGTM: two nits in agent-queues.ts]] Review it." },
   { agent: "review", description: "Review the tests", expect: "cancelled", cancelWhileQueued: true,
     prompt: "[[group:review]][[reply:never sent]] demo-never-runs Review the tests." },
 ];
@@ -110,8 +112,8 @@ async function main(): Promise<void> {
     await mcp.setLoggingLevel("info");
     say(`connected to ${mcp.getServerVersion()?.name} ${mcp.getServerVersion()?.version} (embedded opencode is up)`);
 
-    const call = async <T>(name: string, args: Record<string, unknown>): Promise<T> => {
-      const result = await mcp.callTool({ name, arguments: args }, undefined, { timeout: 60_000 });
+    const call = async <T>(name: string, input: Record<string, unknown>): Promise<T> => {
+      const result = await mcp.callTool({ name, arguments: input }, undefined, { timeout: 60_000 });
       if (result.isError) throw new DemoFailure(`${name} failed: ${JSON.stringify(result.content)}`);
       return result.structuredContent as T;
     };
@@ -134,6 +136,9 @@ async function main(): Promise<void> {
     const list = await call<{ tasks: TaskView[] }>("background_output", {});
     say(`list    ${list.tasks.map((t) => `${t.task_id}=${t.status}`).join(" ")}`);
 
+    for (let i = 0; i < 200 && !(model.inFlight("explore") === 2 && model.inFlight("review") === 1); i++) await sleep(50);
+    say(`model   held in flight: explore ${model.inFlight("explore")}, review ${model.inFlight("review")}; releasing them`);
+    model.release("go");
     say("waiting for every task with background_output {block: true} ...");
     const finals = await Promise.all(
       launched.map((t) => call<TaskView>("background_output", { task_id: t.task_id, block: true, timeout_ms: 30_000 })),

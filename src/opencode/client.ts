@@ -43,10 +43,33 @@ export interface OpencodeOptions {
 }
 
 /**
- * The one seam between this server and opencode. Every call goes through here, so it is also where
- * requests are counted (the benchmark reads `requestCount`) and where errors get their names.
+ * The one seam between this server and opencode: everything the server asks of opencode. Tests put a
+ * simulated opencode behind it; in production it is `OpencodeHttpApi`.
  */
-export class OpencodeApi {
+export type OpencodeApi = Pick<
+  OpencodeHttpApi,
+  | "url"
+  | "directory"
+  | "requestCount"
+  | "health"
+  | "agents"
+  | "createSession"
+  | "sessionExists"
+  | "prompt"
+  | "abort"
+  | "deleteSession"
+  | "statuses"
+  | "messages"
+  | "todos"
+  | "replyPermission"
+  | "events"
+>;
+
+/**
+ * opencode over HTTP, through the v2 SDK. Every call goes through here, so it is also where requests are
+ * counted (`requestCount`) and where errors get their names.
+ */
+export class OpencodeHttpApi {
   readonly url: string;
   readonly directory: string;
   /** HTTP requests sent so far, the event stream included. */
@@ -124,6 +147,11 @@ export class OpencodeApi {
 
   async todos(sessionID: string): Promise<Todo[]> {
     return this.#call("read session todos", () => this.#sdk.session.todo({ sessionID }));
+  }
+
+  /** Answers a `permission.asked` request of a session. */
+  async replyPermission(requestID: string, reply: "once" | "always" | "reject", message?: string): Promise<void> {
+    await this.#call("answer a permission request", () => this.#sdk.permission.reply({ requestID, reply, message }));
   }
 
   /**

@@ -14,7 +14,9 @@ export type SessionSignal =
   | { kind: "assistant"; messageID: string; error: string | null; completed: boolean }
   | { kind: "tool"; callID: string; tool: string; status: string }
   | { kind: "text"; messageID: string; text: string }
-  | { kind: "todos"; todos: Array<{ content: string; status: string }> };
+  | { kind: "todos"; todos: Array<{ content: string; status: string }> }
+  /** The session waits for a permission decision (it blocks until someone replies). */
+  | { kind: "permission"; requestID: string; permission: string; patterns: string[] };
 
 export interface RoutedSignal {
   sessionID: string;
@@ -66,6 +68,10 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
         return { sessionID: part.sessionID, signal: { kind: "text", messageID: part.messageID, text: part.text } };
       }
       return null;
+    }
+    case "permission.asked": {
+      const { id, sessionID, permission, patterns } = event.properties;
+      return { sessionID, signal: { kind: "permission", requestID: id, permission, patterns } };
     }
     case "todo.updated": {
       const { sessionID, todos } = event.properties;

@@ -157,6 +157,7 @@ export function formatMs(ms: number): string {
   if (ms < 1_000) return `${ms} ms`;
   const s = Math.round(ms / 100) / 10;
   if (s < 60) return `${s} s`;
-  const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s % 60)} s`;
+  // Round once, to whole seconds: rounding the tenths again could show "1 min 60 s".
+  const whole = Math.round(ms / 1_000);
+  return `${Math.floor(whole / 60)} min ${whole % 60} s`;
 }
