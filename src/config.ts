@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import { z } from "zod";
 import type { ConcurrencyLimits } from "./tasks/agent-queues.js";
 import { defaultDataDir } from "./tasks/data-dir.js";
+import { DEFAULT_POLICY, type TaskPolicy } from "./tasks/policy.js";
 
 /** A configuration problem the user must fix; the message names what was wrong and what is allowed. */
 export class ConfigError extends Error {
@@ -39,6 +40,30 @@ export const ConfigFile = z.strictObject({
       maxTasks: z.number().int().min(1).optional().describe("At most this many tasks are kept, oldest finished pruned first (default 10000)"),
     })
     .optional(),
+  timeouts: z
+    .strictObject({
+      taskMs: z.number().int().min(0).optional().describe("Default task timeout in ms; 0 = none (default 1800000 = 30 min)"),
+      stallMs: z.number().int().min(1_000).optional().describe("Check a task with no events for this long (default 300000 = 5 min)"),
+    })
+    .optional(),
+  permissions: z
+    .strictObject({
+      onAsk: z.enum(["reject", "allow", "wait"]).optional().describe("Answer to a session's permission request (default reject)"),
+    })
+    .optional(),
+  todos: z
+    .strictObject({
+      continuations: z.number().int().min(0).max(20).optional().describe("Continue prompts for incomplete todos (default 2)"),
+    })
+    .optional(),
+  limits: z
+    .strictObject({
+      maxToolCalls: z.number().int().min(1).optional().describe("Tool calls per task before it is stopped (default 500)"),
+      maxRepeatedToolCalls: z.number().int().min(2).optional().describe("Identical tool calls in a row before it is stopped (default 20)"),
+      maxQueuedPerAgent: z.number().int().min(1).optional().describe("Tasks waiting per agent (default 1000)"),
+      maxResultChars: z.number().int().min(1_000).optional().describe("Longest stored result (default 100000)"),
+    })
+    .optional(),
   recovery: z
     .strictObject({
       resumeInterrupted: z
@@ -60,6 +85,7 @@ export interface Settings {
   dataDir: string;
   retention: { maxAgeDays: number; maxTasks: number };
   resumeInterrupted: boolean;
+  policy: TaskPolicy;
   /** HTTP Basic credentials for opencode (OPENCODE_SERVER_PASSWORD / OPENCODE_SERVER_USERNAME). */
   opencodeAuth: { username: string; password: string } | undefined;
 }
@@ -142,6 +168,16 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
       dataDir: resolve(cwd, parsed["data-dir"] ?? env.BACKGROUND_AGENTS_DATA_DIR ?? file.dataDir ?? defaultDataDir()),
       retention: { maxAgeDays: file.retention?.maxAgeDays ?? 7, maxTasks: file.retention?.maxTasks ?? 10_000 },
       resumeInterrupted: file.recovery?.resumeInterrupted ?? false,
+      policy: {
+        taskTimeoutMs: file.timeouts?.taskMs ?? DEFAULT_POLICY.taskTimeoutMs,
+        stallMs: file.timeouts?.stallMs ?? DEFAULT_POLICY.stallMs,
+        onPermission: file.permissions?.onAsk ?? DEFAULT_POLICY.onPermission,
+        todoContinuations: file.todos?.continuations ?? DEFAULT_POLICY.todoContinuations,
+        maxToolCalls: file.limits?.maxToolCalls ?? DEFAULT_POLICY.maxToolCalls,
+        maxRepeatedToolCalls: file.limits?.maxRepeatedToolCalls ?? DEFAULT_POLICY.maxRepeatedToolCalls,
+        maxQueuedPerAgent: file.limits?.maxQueuedPerAgent ?? DEFAULT_POLICY.maxQueuedPerAgent,
+        maxResultChars: file.limits?.maxResultChars ?? DEFAULT_POLICY.maxResultChars,
+      },
       opencodeAuth: password ? { username: env.OPENCODE_SERVER_USERNAME || "opencode", password } : undefined,
     },
   };
@@ -171,7 +207,8 @@ export function loadConfigFile(path: string): ConfigFile {
     });
     throw new ConfigError(
       `invalid config file ${path}:\n${problems.join("\n")}\n` +
-        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted`,
+        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
+        `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars}`,
     );
   }
   return result.data;

@@ -42,6 +42,10 @@ function configError(run: () => unknown): ConfigError {
   throw new Error("expected a ConfigError, nothing was thrown");
 }
 
+function loadConfigFileError(file: string): ConfigError {
+  return configError(() => loadConfigFile(file));
+}
+
 describe("parseCli defaults", () => {
   it("runs with no flags, no env and no file", () => {
     const s = settings([]);
@@ -177,10 +181,6 @@ describe("parseCli flags and files", () => {
     expect(error.message).toContain(missing);
   });
 });
-
-function loadConfigFileError(file: string): ConfigError {
-  return configError(() => loadConfigFile(file));
-}
 
 describe("parseCli opencode URL and auth", () => {
   it("takes OPENCODE_URL from the environment, over the file, under the flag", () => {

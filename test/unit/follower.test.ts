@@ -128,6 +128,7 @@ function setup() {
     const queued = createTask(
       taskId,
       {
+        owner: "local",
         description: `task ${taskId}`,
         prompt: "Find where the config is parsed",
         agent: "explore",

@@ -11,6 +11,7 @@ import {
 } from "../../src/tasks/task.js";
 
 const input = {
+  owner: "local",
   description: "find the bug",
   prompt: "look for it",
   agent: "explore",
