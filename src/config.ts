@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { ConcurrencyLimits } from "./tasks/agent-queues.js";
 import { defaultDataDir } from "./tasks/data-dir.js";
 import { DEFAULT_POLICY, type TaskPolicy } from "./tasks/policy.js";
+import { AuthFileConfig, HttpFileConfig, HttpSettingsError, resolveHttpSettings, type HttpSettings } from "./transport/http-settings.js";
 
 /** A configuration problem the user must fix; the message names what was wrong and what is allowed. */
 export class ConfigError extends Error {
@@ -32,7 +33,9 @@ export const ConfigFile = z.strictObject({
       parentPrompt: z.boolean().optional().describe("Prompt the parent session when a task ends (default true)"),
     })
     .optional(),
-  transport: z.enum(["stdio"]).optional(),
+  transport: z.enum(["stdio", "http"]).optional(),
+  http: HttpFileConfig.optional().describe("Streamable HTTP transport: host, port"),
+  auth: AuthFileConfig.optional().describe("Bearer tokens for the HTTP transport, by owner"),
   dataDir: z.string().min(1).optional().describe("Where task state is kept (default: the per-user data dir)"),
   retention: z
     .strictObject({
@@ -81,7 +84,9 @@ export interface Settings {
   directory: string;
   concurrency: ConcurrencyLimits;
   parentPrompt: boolean;
-  transport: "stdio";
+  transport: "stdio" | "http";
+  /** Listen address and tokens; set when transport is "http". */
+  http: HttpSettings | undefined;
   dataDir: string;
   retention: { maxAgeDays: number; maxTasks: number };
   resumeInterrupted: boolean;
@@ -92,7 +97,7 @@ export interface Settings {
 
 export const USAGE = `Usage: background-agents-mcp [options]
 
-Runs opencode agent sessions in the background for any MCP client (MCP over stdio).
+Runs opencode agent sessions in the background for any MCP client (MCP over stdio, or Streamable HTTP).
 
 Options:
   --opencode-url <url>     attach to a running opencode server (env OPENCODE_URL);
@@ -100,7 +105,11 @@ Options:
   --directory <dir>        the project the sessions work in (default: the current directory)
   --config <file>          JSON config file (env BACKGROUND_AGENTS_CONFIG); flags override it
   --concurrency <agent=n>  sessions of one agent at once (repeatable); default=n sets the default (5)
-  --transport stdio        MCP transport (default stdio)
+  --transport stdio|http   MCP transport (default stdio); http serves Streamable HTTP at /mcp
+  --host <address>         HTTP: address to listen on (default 127.0.0.1); other than loopback needs a token
+  --port <n>               HTTP: port to listen on (default 3100; 0 picks a free one)
+  --token <token>          HTTP: bearer token clients must send (env BACKGROUND_AGENTS_TOKEN; its owner is
+                           "default"); several owners: "auth" in the config file
   --data-dir <dir>         where task state is kept (env BACKGROUND_AGENTS_DATA_DIR;
                            default: the per-user data directory, e.g. ~/.local/share/background-agents-mcp)
   --help                   show this help
@@ -125,6 +134,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
         config: { type: "string" },
         concurrency: { type: "string", multiple: true },
         transport: { type: "string" },
+        host: { type: "string" },
+        port: { type: "string" },
+        token: { type: "string" },
         "data-dir": { type: "string" },
         help: { type: "boolean" },
         version: { type: "boolean" },
@@ -140,7 +152,15 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
   const file = configPath ? loadConfigFile(resolve(cwd, configPath)) : {};
 
   const transport = parsed.transport ?? file.transport ?? "stdio";
-  if (transport !== "stdio") throw new ConfigError(`--transport "${transport}" is not supported; allowed: stdio`);
+  if (transport !== "stdio" && transport !== "http") throw new ConfigError(`--transport "${transport}" is not supported; allowed: stdio, http`);
+  const httpOnly = (["host", "port", "token"] as const).filter((flag) => parsed[flag] !== undefined);
+  if (transport !== "http" && httpOnly.length) throw new ConfigError(`--${httpOnly[0]} applies to --transport http only`);
+  let http: HttpSettings | undefined;
+  try {
+    if (transport === "http") http = resolveHttpSettings({ flags: { host: parsed.host, port: parsed.port, token: parsed.token }, env, file, cwd });
+  } catch (error) {
+    throw error instanceof HttpSettingsError ? new ConfigError(error.message) : error;
+  }
 
   const concurrency: ConcurrencyLimits = {
     default: file.concurrency?.default ?? 5,
@@ -165,6 +185,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
       concurrency,
       parentPrompt: file.notifications?.parentPrompt ?? true,
       transport,
+      http,
       dataDir: resolve(cwd, parsed["data-dir"] ?? env.BACKGROUND_AGENTS_DATA_DIR ?? file.dataDir ?? defaultDataDir()),
       retention: { maxAgeDays: file.retention?.maxAgeDays ?? 7, maxTasks: file.retention?.maxTasks ?? 10_000 },
       resumeInterrupted: file.recovery?.resumeInterrupted ?? false,
@@ -207,7 +228,7 @@ export function loadConfigFile(path: string): ConfigFile {
     });
     throw new ConfigError(
       `invalid config file ${path}:\n${problems.join("\n")}\n` +
-        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
+        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, http.{host,port}, auth.{tokens,tokensFile}, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
         `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars}`,
     );
   }

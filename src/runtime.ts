@@ -2,7 +2,7 @@ import type { Settings } from "./config.js";
 import { log } from "./log.js";
 import { ParentNotifier } from "./notify/parent-prompt.js";
 import { OpencodeHttpApi } from "./opencode/client.js";
-import { startEmbeddedOpencode, type EmbeddedOpencode } from "./opencode/embedded.js";
+import { OpencodeSupervisor } from "./opencode/embedded.js";
 import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
 import { SqliteTaskStore } from "./tasks/sqlite-store.js";
@@ -26,12 +26,12 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
   // The store comes first: a data dir in use or a database we cannot use stops us before anything runs.
   const dataDir = openDataDir(settings.dataDir);
   let store: SqliteTaskStore | undefined;
-  let embedded: EmbeddedOpencode | undefined;
+  let embedded: OpencodeSupervisor | undefined;
   try {
     store = new SqliteTaskStore(dataDir.databasePath);
     let url = settings.opencodeUrl;
     if (url === undefined) {
-      embedded = await startEmbeddedOpencode({ directory: settings.directory });
+      embedded = await OpencodeSupervisor.start({ directory: settings.directory });
       url = embedded.url;
     }
     const api = new OpencodeHttpApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
@@ -43,6 +43,7 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       embedded: embedded !== undefined,
       resumeInterrupted: settings.resumeInterrupted,
       retention: settings.retention,
+      policy: settings.policy,
       outboxFor: settings.parentPrompt ? ParentNotifier.outboxFor : undefined,
     });
     const notifier = new ParentNotifier(api, store, manager);

@@ -43,7 +43,10 @@ interface Script {
   delayMs: number;
   holdKey?: string;
   errorStatus?: number;
-  bashCommand?: string;
+  /** A tool call to make once (`[[tool:…]]`) or on every step (`[[loop:…]]`): tool name and JSON arguments. */
+  toolCall?: { name: string; args: string; loop: boolean };
+  /** `retry-after-ms` header sent with an error, so opencode retries quickly. */
+  retryAfterMs?: number;
   reply?: string;
   chunks: number;
 }
@@ -77,9 +80,9 @@ function parseScript(userTexts: string[]): Script {
     for (const match of text.matchAll(MARKER)) {
       const name = match[1] ?? "";
       const value = match[2] ?? "";
-      if (name === "tool") {
-        if (!value.startsWith("bash:") || script.bashCommand !== undefined) continue;
-        script.bashCommand = value.slice("bash:".length);
+      if (name === "tool" || name === "loop") {
+        if (script.toolCall !== undefined) continue;
+        script.toolCall = parseToolCall(value, name === "loop");
         continue;
       }
       if (seen.has(name)) continue;
@@ -89,10 +92,23 @@ function parseScript(userTexts: string[]): Script {
       else if (name === "hold") script.holdKey = value;
       else if (name === "error") script.errorStatus = Number(value) || 500;
       else if (name === "reply") script.reply = value;
+      else if (name === "retryafter") script.retryAfterMs = Number(value) || 0;
       else if (name === "chunks") script.chunks = Math.max(1, Math.floor(Number(value)) || 1);
     }
   }
   return script;
+}
+
+/**
+ * `bash:COMMAND` runs a shell command; `NAME:{json}` calls any tool with those arguments
+ * (e.g. `read:{"filePath":"/etc/hostname"}`, `todowrite:{"todos":[…]}`).
+ */
+function parseToolCall(value: string, loop: boolean): { name: string; args: string; loop: boolean } {
+  const colon = value.indexOf(":");
+  const name = colon === -1 ? value : value.slice(0, colon);
+  const rest = colon === -1 ? "" : value.slice(colon + 1);
+  const args = name === "bash" ? JSON.stringify({ command: rest, description: "scripted" }) : rest || "{}";
+  return { name, args, loop };
 }
 
 function stripMarkers(text: string): string {
@@ -145,7 +161,7 @@ export class ScriptedModel {
     server.on("request", (req, res) => {
       this.handle(req, res).catch(() => {
         // A failure mid-response (e.g. socket gone) must not crash the host.
-        if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: { message: "internal", type: "server_error" } });
+        if (!res.headersSent && !res.destroyed) sendJson(res, 500, {}, { error: { message: "internal", type: "server_error" } });
         else res.destroy();
       });
     });
@@ -210,14 +226,14 @@ export class ScriptedModel {
     const path = (req.url ?? "").split("?")[0];
     if (req.method !== "POST" || path !== "/v1/chat/completions") {
       req.resume();
-      sendJson(res, 404, { error: { message: "not found", type: "invalid_request_error" } });
+      sendJson(res, 404, {}, { error: { message: "not found", type: "invalid_request_error" } });
       return;
     }
     let body: ChatRequest;
     try {
       body = JSON.parse(await readBody(req)) as ChatRequest;
     } catch {
-      sendJson(res, 400, { error: { message: "invalid JSON body", type: "invalid_request_error" } });
+      sendJson(res, 400, {}, { error: { message: "invalid JSON body", type: "invalid_request_error" } });
       return;
     }
     const messages = (Array.isArray(body.messages) ? body.messages : []) as ChatMessage[];
@@ -281,7 +297,7 @@ export class ScriptedModel {
     if (script.errorStatus !== undefined) {
       const status = script.errorStatus;
       record.status = status;
-      sendJson(res, status, {
+      sendJson(res, status, script.retryAfterMs === undefined ? {} : { "retry-after-ms": String(script.retryAfterMs) }, {
         error: { message: `scripted error ${status}`, type: status >= 500 ? "server_error" : "invalid_request_error" },
       });
       return;
@@ -289,8 +305,9 @@ export class ScriptedModel {
 
     record.status = 200;
     const hasToolResult = messages.some((m) => m.role === "tool");
-    if (script.bashCommand !== undefined && !hasToolResult) {
-      await this.streamToolCall(res, model, script.bashCommand);
+    const call = script.toolCall;
+    if (call !== undefined && (call.loop || !hasToolResult)) {
+      await this.streamToolCall(res, model, call.name, call.args);
       return;
     }
     const text = script.reply ?? `done: ${stripMarkers(firstUserText).slice(0, 40)}`;
@@ -346,8 +363,7 @@ export class ScriptedModel {
     stream.finish("stop");
   }
 
-  private async streamToolCall(res: http.ServerResponse, model: string, command: string): Promise<void> {
-    const args = JSON.stringify({ command, description: "scripted" });
+  private async streamToolCall(res: http.ServerResponse, model: string, name: string, args: string): Promise<void> {
     const half = Math.ceil(args.length / 2);
     const stream = new ChunkWriter(res, model);
     stream.open();
@@ -355,7 +371,7 @@ export class ScriptedModel {
     const id = `call_${++this.callCounter}`;
     stream.send({
       index: 0,
-      delta: { tool_calls: [{ index: 0, id, type: "function", function: { name: "bash", arguments: "" } }] },
+      delta: { tool_calls: [{ index: 0, id, type: "function", function: { name, arguments: "" } }] },
     });
     // Two argument fragments, so the client has to concatenate like with a real model.
     for (const part of [args.slice(0, half), args.slice(half)]) {
@@ -409,9 +425,9 @@ function toolName(tool: unknown): string {
   return typeof fn?.name === "string" ? fn.name : "";
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+function sendJson(res: http.ServerResponse, status: number, headers: Record<string, string>, body: unknown): void {
   if (res.destroyed) return;
-  res.writeHead(status, { "content-type": "application/json" });
+  res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(JSON.stringify(body));
 }
 

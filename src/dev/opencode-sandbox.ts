@@ -23,6 +23,8 @@ export interface OpencodeSandbox {
 export interface OpencodeSandboxOptions {
   modelUrl: string;
   agents?: Record<string, SandboxAgent>;
+  /** Top-level opencode.json keys to set over the sandbox defaults (e.g. a stricter `permission`). */
+  overrides?: Record<string, unknown>;
   password?: string;
   /** Extra variables for the opencode process only (not part of the returned env). */
   env?: Record<string, string>;
@@ -48,6 +50,7 @@ export function writeSandboxProject(
   root: string,
   modelUrl: string,
   agents?: Record<string, SandboxAgent>,
+  overrides: Record<string, unknown> = {},
 ): { directory: string; env: Record<string, string> } {
   const directory = path.join(root, "project");
   const xdg = (name: string): string => {
@@ -63,7 +66,7 @@ export function writeSandboxProject(
     XDG_STATE_HOME: xdg("state"),
     OPENCODE_DISABLE_MODELS_FETCH: "1",
   };
-  writeFileSync(path.join(directory, "opencode.json"), JSON.stringify(sandboxConfig(modelUrl, agents), null, 2));
+  writeFileSync(path.join(directory, "opencode.json"), JSON.stringify({ ...sandboxConfig(modelUrl, agents), ...overrides }, null, 2));
   return { directory, env };
 }
 
@@ -102,7 +105,7 @@ function sandboxConfig(modelUrl: string, agents: Record<string, SandboxAgent> = 
 export async function startOpencodeSandbox(options: OpencodeSandboxOptions): Promise<OpencodeSandbox> {
   const root = mkdtempSync(path.join(os.tmpdir(), "opencode-sandbox-"));
   try {
-    const project = writeSandboxProject(root, options.modelUrl, options.agents);
+    const project = writeSandboxProject(root, options.modelUrl, options.agents, options.overrides);
     const env = { ...project.env };
     if (options.sharedConfigHome !== undefined) {
       mkdirSync(options.sharedConfigHome, { recursive: true });

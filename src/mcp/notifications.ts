@@ -1,69 +1,39 @@
-import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
-import { log } from "../log.js";
-import type { TaskChange, TaskManager } from "../tasks/manager.js";
-import { toView } from "./task-view.js";
+import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
+import type { TaskChange } from "../tasks/manager.js";
+import { toView, type QueuePositions } from "./task-view.js";
+
+/** What is pushed about a task change; push.ts decides who gets it. */
 
 export const LOGGER = "background-agents";
 export const taskUri = (taskId: string): string => `background-task://${taskId}`;
 
-const STATUS_EVENTS = new Set<TaskChange["event"]>(["task.queued", "task.running", "task.completed", "task.error", "task.cancelled"]);
+/** Events logged to the client: every status change, and provider retries. */
+const LOGGED_EVENTS = new Set<TaskChange["event"]>(["task.queued", "task.running", "task.retrying", "task.completed", "task.error", "task.cancelled"]);
 
-/**
- * Pushes task changes to one MCP connection: a logging notification on every status change, and
- * `resources/updated` for the tasks the client subscribed to. A failed push is logged and never
- * touches the task.
- */
-export class McpNotifier {
-  readonly #server: McpServer;
-  readonly #manager: TaskManager;
-  readonly #subscribed = new Set<string>();
-  readonly #listener = (change: TaskChange): void => void this.#push(change);
+export interface TaskLogMessage {
+  level: LoggingLevel;
+  data: Record<string, unknown>;
+}
 
-  constructor(server: McpServer, manager: TaskManager) {
-    this.#server = server;
-    this.#manager = manager;
-    server.server.setRequestHandler(SubscribeRequestSchema, async (request) => {
-      this.#subscribed.add(request.params.uri);
-      return {};
-    });
-    server.server.setRequestHandler(UnsubscribeRequestSchema, async (request) => {
-      this.#subscribed.delete(request.params.uri);
-      return {};
-    });
-    manager.on("change", this.#listener);
-  }
-
-  close(): void {
-    this.#manager.off("change", this.#listener);
-  }
-
-  async #push({ event, task }: TaskChange): Promise<void> {
-    try {
-      if (STATUS_EVENTS.has(event)) {
-        const view = toView(task, this.#manager);
-        await this.#server.sendLoggingMessage({
-          level: task.status === "error" ? "error" : "info",
-          logger: LOGGER,
-          data: {
-            event,
-            task_id: view.task_id,
-            status: view.status,
-            agent: view.agent,
-            description: view.description,
-            session_id: view.session_id,
-            parent_session_id: view.parent_session_id,
-            duration_ms: view.duration_ms,
-            queue_position: view.queue_position,
-            error: view.error,
-            result_preview: view.result === null ? null : view.result.slice(0, 200),
-          },
-        });
-      }
-      const uri = taskUri(task.id);
-      if (this.#subscribed.has(uri) && this.#server.isConnected()) await this.#server.server.sendResourceUpdated({ uri });
-    } catch (error) {
-      log.warn("could not push a task change to the MCP client", { event, taskId: task.id, error: String(error) });
-    }
-  }
+/** The `notifications/message` a change is announced with, or undefined for changes that are not logged. */
+export function taskLogMessage({ event, task }: TaskChange, queue: QueuePositions): TaskLogMessage | undefined {
+  if (!LOGGED_EVENTS.has(event)) return undefined;
+  const view = toView(task, queue);
+  return {
+    level: task.status === "error" ? "error" : event === "task.retrying" ? "warning" : "info",
+    data: {
+      event,
+      task_id: view.task_id,
+      status: view.status,
+      agent: view.agent,
+      description: view.description,
+      session_id: view.session_id,
+      parent_session_id: view.parent_session_id,
+      duration_ms: view.duration_ms,
+      queue_position: view.queue_position,
+      error: view.error,
+      result_preview: view.result === null ? null : view.result.slice(0, 200),
+      ...(event === "task.retrying" ? { retry: view.progress.retry } : {}),
+    },
+  };
 }

@@ -55,6 +55,13 @@ export const Progress = z.object({
   last_tool: z.string().nullable(),
   last_message: z.string().nullable(),
   incomplete_todos: z.array(z.object({ content: z.string(), status: z.string() })).optional(),
+  retry: z.object({ attempt: z.number(), message: z.string(), next_at: z.string() }).nullable().optional(),
+  permission: z
+    .object({ request_id: z.string(), permission: z.string(), patterns: z.array(z.string()), decision: z.string() })
+    .nullable()
+    .optional(),
+  todo_continuations: z.number().int().optional(),
+  stalled_since: z.string().nullable().optional(),
 });
 
 export const TranscriptEntry = z.object({

@@ -3,10 +3,13 @@ import { durationMs, type Task } from "../tasks/task.js";
 import { formatMs } from "../tasks/session-runner.js";
 import type { TaskView } from "./schemas.js";
 
+/** Where a queued task stands in its agent's line (the task manager, or an owner's view of it). */
+export type QueuePositions = Pick<TaskManager, "queuePosition">;
+
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
 /** The public shape of a task: what `background_output`, the resource and the notifications carry. */
-export function toView(task: Task, manager: TaskManager, now = Date.now()): TaskView {
+export function toView(task: Task, manager: QueuePositions, now = Date.now()): TaskView {
   return {
     task_id: task.id,
     status: task.status,

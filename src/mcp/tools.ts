@@ -2,8 +2,10 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
 import { toTranscript } from "../opencode/transcript.js";
-import { TaskInputError, type TaskManager } from "../tasks/manager.js";
-import { isTerminal } from "../tasks/task.js";
+import { TaskInputError } from "../tasks/manager.js";
+import { isTerminal, type Task } from "../tasks/task.js";
+import type { OwnedTasks } from "./owned-tasks.js";
+import { progressHeartbeat } from "./progress.js";
 import {
   BackgroundCancelInput,
   BackgroundCancelOutput,
@@ -36,7 +38,8 @@ function asToolError(error: unknown): CallToolResult {
   throw error;
 }
 
-export function registerTools(server: McpServer, manager: TaskManager, options: ToolOptions): void {
+/** The three tools, over one owner's tasks: another owner's task_id is unknown here. */
+export function registerTools(server: McpServer, tasks: OwnedTasks, options: ToolOptions): void {
   server.registerTool(
     "background_task",
     {
@@ -50,8 +53,8 @@ export function registerTools(server: McpServer, manager: TaskManager, options: 
     },
     async (args) => {
       try {
-        const task = await manager.launch(args);
-        const view = toView(task, manager);
+        const task = await tasks.launch(args);
+        const view = toView(task, tasks);
         const where = view.status === "queued" ? `queued (position ${view.queue_position})` : "running";
         const how =
           task.parent_session_id && options.parentPrompt
@@ -85,16 +88,24 @@ export function registerTools(server: McpServer, manager: TaskManager, options: 
     async ({ task_id, block, timeout_ms, full }, extra) => {
       try {
         if (task_id === undefined) {
-          const tasks = manager.list().map((t) => toView(t, manager));
-          const lines = tasks.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
-          return ok(tasks.length ? `${tasks.length} task(s), newest first:\n${lines.join("\n")}` : "No tasks yet.", { tasks });
+          const views = tasks.list().map((t) => toView(t, tasks));
+          const lines = views.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
+          return ok(views.length ? `${views.length} task(s), newest first:\n${lines.join("\n")}` : "No tasks yet.", { tasks: views });
         }
-        let task = manager.get(task_id);
+        let task = tasks.get(task_id);
         if (!task) return fail(unknownTask(task_id));
-        if (block && !isTerminal(task.status)) task = (await manager.waitForTerminal(task_id, timeout_ms, extra.signal)) ?? task;
-        const view: TaskView = toView(task, manager);
+        if (block && !isTerminal(task.status)) {
+          const waited = task;
+          const stop = progressHeartbeat(extra, () => waiting(tasks.get(task_id) ?? waited));
+          try {
+            task = (await tasks.waitForTerminal(task_id, timeout_ms, extra.signal)) ?? task;
+          } finally {
+            stop();
+          }
+        }
+        const view: TaskView = toView(task, tasks);
         if (full && task.session_id) {
-          const { entries, omitted } = toTranscript(await manager.api.messages(task.session_id));
+          const { entries, omitted } = toTranscript(await tasks.manager.api.messages(task.session_id));
           view.messages = entries;
           view.messages_omitted = omitted;
         }
@@ -109,20 +120,20 @@ export function registerTools(server: McpServer, manager: TaskManager, options: 
     "background_cancel",
     {
       title: "Cancel background tasks",
-      description: "Cancel one task (task_id) or every queued and running task (all: true).",
+      description: "Cancel one task (task_id) or every queued and running task of yours (all: true).",
       inputSchema: BackgroundCancelInput,
       outputSchema: BackgroundCancelOutput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
     },
     async ({ task_id, all }) => {
       if (task_id === undefined && !all) return fail('Give task_id (one task) or all: true (every unfinished task).');
-      if (task_id !== undefined && !manager.get(task_id)) return fail(unknownTask(task_id));
-      const ids = task_id !== undefined ? [task_id] : manager.list().filter((t) => !isTerminal(t.status)).map((t) => t.id);
+      if (task_id !== undefined && !tasks.get(task_id)) return fail(unknownTask(task_id));
+      const ids = task_id !== undefined ? [task_id] : tasks.unfinished().map((t) => t.id);
       const cancelled: string[] = [];
       const skipped: Array<{ task_id: string; reason: string }> = [];
       await Promise.all(
         ids.map(async (id) => {
-          const reason = await manager.cancel(id);
+          const reason = await tasks.cancel(id);
           if (reason === null) cancelled.push(id);
           else skipped.push({ task_id: id, reason });
         }),
@@ -134,6 +145,12 @@ export function registerTools(server: McpServer, manager: TaskManager, options: 
       return ok(text, { cancelled, skipped });
     },
   );
+}
+
+/** What a progress notification says while background_output waits for `task`. */
+function waiting(task: Task): string {
+  const tools = task.progress.tool_calls ? `, ${task.progress.tool_calls} tool call(s)` : "";
+  return `Waiting for task ${task.id} ("${task.description}"): ${task.status}${tools}`;
 }
 
 function unknownTask(taskId: string): string {

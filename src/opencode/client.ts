@@ -1,6 +1,7 @@
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import type { Agent, Event, Message, Part, SessionStatus, Todo } from "@opencode-ai/sdk/v2";
 import type { ModelRef } from "../tasks/task.js";
+import { log } from "../log.js";
 
 export type { Event as OpencodeEvent, Message, Part, SessionStatus };
 export interface SessionMessage {
@@ -170,8 +171,10 @@ export class OpencodeHttpApi {
 
   async #call<T>(what: string, request: () => Promise<{ data?: T; error?: unknown; response?: Response }>): Promise<T> {
     let outcome: { data?: T; error?: unknown; response?: Response };
+    const started = Date.now();
     try {
       outcome = await request();
+      log.debug("opencode request", { what, ms: Date.now() - started, status: outcome.response?.status });
     } catch (error) {
       throw new OpencodeUnreachableError(`opencode is unreachable at ${this.url} (could not ${what}): ${describe(error)}`);
     }

@@ -36,18 +36,22 @@ trap 'kill $child 2>/dev/null; wait $child; exit 0' TERM INT HUP
 (cat <&3 >/dev/null; kill $child 2>/dev/null) &
 wait $child`;
 
+export interface EmbeddedOptions {
+  directory: string;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+  /** A fixed port (a restart keeps its URL); default: a free one. */
+  port?: number;
+}
+
 const LISTENING = /opencode server listening on (http:\/\/\S+)/;
 
 /**
  * Spawns `opencode serve --hostname 127.0.0.1 --port <free port>` in `directory` and resolves with its
  * URL once it prints its "listening on" line.
  */
-export async function startEmbeddedOpencode(options: {
-  directory: string;
-  env?: NodeJS.ProcessEnv;
-  timeoutMs?: number;
-}): Promise<EmbeddedOpencode> {
-  const port = await freePort();
+export async function startEmbeddedOpencode(options: EmbeddedOptions): Promise<EmbeddedOpencode> {
+  const port = options.port ?? (await freePort());
   const binary = opencodeBinary(options.env);
   const args = ["serve", "--hostname", "127.0.0.1", "--port", String(port)];
   const spawnOptions: SpawnOptions = { cwd: options.directory, env: options.env ?? process.env, stdio: "pipe" };
@@ -99,4 +103,69 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
   await exited;
   clearTimeout(timer);
+}
+
+/**
+ * Keeps an embedded opencode running: when it dies unexpectedly it is started again on the same port
+ * (so its URL, and our event stream, carry on), at most `maxRestarts` times. After that the failure is
+ * reported and left: reads keep working, launches say opencode is unreachable.
+ */
+export class OpencodeSupervisor {
+  readonly url: string;
+  restarts = 0;
+  #current: EmbeddedOpencode;
+  #stopping = false;
+  readonly #options: EmbeddedOptions & { port: number };
+  readonly #maxRestarts: number;
+
+  private constructor(first: EmbeddedOpencode, options: EmbeddedOptions & { port: number }, maxRestarts: number) {
+    this.url = first.url;
+    this.#current = first;
+    this.#options = options;
+    this.#maxRestarts = maxRestarts;
+    this.#watch(first);
+  }
+
+  static async start(options: EmbeddedOptions, maxRestarts = 3): Promise<OpencodeSupervisor> {
+    const port = options.port ?? (await freePort());
+    const first = await startEmbeddedOpencode({ ...options, port });
+    return new OpencodeSupervisor(first, { ...options, port }, maxRestarts);
+  }
+
+  get pid(): number | undefined {
+    return this.#current.process.pid;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await this.#current.stop();
+  }
+
+  #watch(instance: EmbeddedOpencode): void {
+    instance.process.once("exit", () => {
+      if (!this.#stopping) void this.#restart();
+    });
+  }
+
+  async #restart(): Promise<void> {
+    while (!this.#stopping && this.restarts < this.#maxRestarts) {
+      this.restarts++;
+      await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** (this.restarts - 1)));
+      if (this.#stopping) return;
+      try {
+        this.#current = await startEmbeddedOpencode(this.#options);
+        log.warn("embedded opencode died and was restarted", { url: this.url, restarts: this.restarts });
+        this.#watch(this.#current);
+        return;
+      } catch (error) {
+        log.error("embedded opencode could not be restarted", { url: this.url, attempt: this.restarts, error: String(error) });
+      }
+    }
+    if (!this.#stopping) {
+      log.error("embedded opencode is down and will not be restarted again; tasks cannot run until this server restarts", {
+        url: this.url,
+        restarts: this.restarts,
+      });
+    }
+  }
 }

@@ -77,6 +77,7 @@ export class EventWatcher {
   #onConnected(): void {
     this.#connected = true;
     this.#connections++;
+    if (this.#connections > 1) log.info("opencode event stream reconnected", { url: this.#api.url });
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const resolve of waiters) resolve();

@@ -12,11 +12,13 @@ export type SessionSignal =
   | { kind: "deleted" }
   /** An assistant message was written or updated. */
   | { kind: "assistant"; messageID: string; error: string | null; completed: boolean }
-  | { kind: "tool"; callID: string; tool: string; status: string }
+  /** `input` is the call's arguments as JSON once known (from the running state on). */
+  | { kind: "tool"; callID: string; tool: string; status: string; input: string | null }
   | { kind: "text"; messageID: string; text: string }
   | { kind: "todos"; todos: Array<{ content: string; status: string }> }
   /** The session waits for a permission decision (it blocks until someone replies). */
-  | { kind: "permission"; requestID: string; permission: string; patterns: string[] };
+  | { kind: "permission"; requestID: string; permission: string; patterns: string[] }
+  | { kind: "permission-replied"; requestID: string; reply: string };
 
 export interface RoutedSignal {
   sessionID: string;
@@ -61,7 +63,13 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
       if (part.type === "tool") {
         return {
           sessionID: part.sessionID,
-          signal: { kind: "tool", callID: part.callID, tool: part.tool, status: part.state.status },
+          signal: {
+            kind: "tool",
+            callID: part.callID,
+            tool: part.tool,
+            status: part.state.status,
+            input: part.state.status === "pending" ? null : JSON.stringify(part.state.input ?? {}),
+          },
         };
       }
       if (part.type === "text" && !part.synthetic && part.text.length > 0) {
@@ -72,6 +80,10 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
     case "permission.asked": {
       const { id, sessionID, permission, patterns } = event.properties;
       return { sessionID, signal: { kind: "permission", requestID: id, permission, patterns } };
+    }
+    case "permission.replied": {
+      const { sessionID, requestID, reply } = event.properties;
+      return { sessionID, signal: { kind: "permission-replied", requestID, reply } };
     }
     case "todo.updated": {
       const { sessionID, todos } = event.properties;

@@ -29,11 +29,14 @@ export class AgentQueues {
   /**
    * Queues `job` for `agent`. `dequeue` aborts the job while it waits (it is removed and never runs);
    * once the job has started, stopping it is the job's own business, so its slot is held until it settles.
-   * Resolves when the job settles; rejects with the abort reason when dequeued.
+   * Resolves when the job settles; rejects with the abort reason when dequeued. `onQueued` runs once the
+   * task holds its place in line, before the job can start.
    */
-  add(agent: string, taskId: string, job: () => Promise<void>, dequeue: AbortSignal): Promise<void> {
+  add(agent: string, taskId: string, job: () => Promise<void>, dequeue: AbortSignal, onQueued?: () => void): Promise<void> {
     const waiting = this.#waitingFor(agent);
     waiting.push(taskId);
+    // Announced here, while the task has its place in line and before a free slot can start it.
+    onQueued?.();
     const leave = (): void => {
       const at = waiting.indexOf(taskId);
       if (at !== -1) waiting.splice(at, 1);
@@ -62,10 +65,11 @@ export class AgentQueues {
       });
   }
 
-  /** 1 = next to start among the agent's waiting tasks; null when not waiting. */
+  /** 1 = next to start among the agent's waiting tasks; null when not waiting (or about to start: a slot is free). */
   position(agent: string, taskId: string): number | null {
     const at = this.#waiting.get(agent)?.indexOf(taskId) ?? -1;
-    return at === -1 ? null : at + 1;
+    if (at === -1 || this.running(agent) < this.limit(agent)) return null;
+    return at + 1;
   }
 
   running(agent: string): number {

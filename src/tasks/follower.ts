@@ -3,16 +3,22 @@ import { OpencodeRequestError } from "../opencode/client.js";
 import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session-signal.js";
 import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
+import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
 import type { Task, TaskProgress, TerminalStatus, Todo } from "./task.js";
 
-/** What the follower may do to a task: the manager stores each change before announcing it. */
 /** The opencode calls the follower makes (a seam tests can feed with recorded answers). */
-export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists">;
+export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists" | "replyPermission">;
 
+/** What the follower may do to a task: the manager stores each change before announcing it. */
 export interface TaskSink {
   get(taskId: string): Task | undefined;
-  progress(taskId: string, progress: TaskProgress): void;
+  /** `retrying` announces the change as `task.retrying` (a provider retry) rather than `task.progress`. */
+  progress(taskId: string, progress: TaskProgress, retrying?: boolean): void;
   finish(taskId: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): void;
+  /** Aborts the task's session and ends it `error` with `reason` (a guard tripped). */
+  stop(taskId: string, reason: string): void;
+  /** Sends the task's session another prompt (a continuation), as its agent and with its tools. */
+  prompt(taskId: string, text: string): Promise<void>;
 }
 
 interface Followed {
@@ -27,6 +33,16 @@ interface Followed {
   aborting: boolean;
   /** A settle (messages read) is in flight; duplicate idles wait for it instead of reading again. */
   settling: Promise<boolean> | null;
+  /** When the last event for this session arrived (stall detection). */
+  lastEventAt: number;
+  /** The runaway guard: the last tool call's tool + input, and how many times in a row it came. */
+  lastCall: string | null;
+  repeats: number;
+  /** Calls whose input has been counted by the repeat check. */
+  inputsSeen: Set<string>;
+  continuations: number;
+  /** The answer that ended the run before our latest continuation: not the outcome of the new run. */
+  continuedAfter: string | null;
 }
 
 const PREVIEW = 200;
@@ -41,11 +57,13 @@ const TAKE_UP_GRACE_MS = 5_000;
 export class SessionFollower {
   readonly #api: FollowerApi;
   readonly #sink: TaskSink;
+  readonly #policy: TaskPolicy;
   readonly #bySession = new Map<string, Followed>();
 
-  constructor(api: FollowerApi, sink: TaskSink) {
+  constructor(api: FollowerApi, sink: TaskSink, policy: TaskPolicy = DEFAULT_POLICY) {
     this.#api = api;
     this.#sink = sink;
+    this.#policy = policy;
   }
 
   follow(taskId: string, sessionID: string): void {
@@ -57,6 +75,12 @@ export class SessionFollower {
       todos: [],
       aborting: false,
       settling: null,
+      lastEventAt: Date.now(),
+      lastCall: null,
+      repeats: 0,
+      inputsSeen: new Set(),
+      continuations: this.#sink.get(taskId)?.progress.todo_continuations ?? 0,
+      continuedAfter: null,
     });
   }
 
@@ -82,11 +106,23 @@ export class SessionFollower {
   }
 
   #apply(sessionID: string, followed: Followed, signal: SessionSignal): void {
-    const task = this.#sink.get(followed.taskId);
+    let task = this.#sink.get(followed.taskId);
     if (!task || task.status !== "running") return;
+    followed.lastEventAt = Date.now();
+    if (task.progress.stalled_since) {
+      this.#sink.progress(followed.taskId, { ...task.progress, stalled_since: null });
+      task = this.#sink.get(followed.taskId)!;
+    }
     switch (signal.kind) {
       case "busy":
         followed.taken = true;
+        if (signal.retry) {
+          const { attempt, message, next } = signal.retry;
+          const retry = { attempt, message, next_at: new Date(next).toISOString() };
+          this.#sink.progress(followed.taskId, { ...this.#progressOf(followed), retry }, true);
+        } else if (task.progress.retry) {
+          this.#sink.progress(followed.taskId, { ...this.#progressOf(followed), retry: null });
+        }
         return;
       case "assistant":
         followed.taken = true;
@@ -102,18 +138,9 @@ export class SessionFollower {
       case "deleted":
         this.#sink.finish(followed.taskId, "cancelled", { error: `session ${sessionID} was deleted` });
         return;
-      case "tool": {
-        const known = followed.toolCalls.has(signal.callID);
-        followed.toolCalls.add(signal.callID);
-        if (!known || task.progress.last_tool !== signal.tool) {
-          this.#sink.progress(followed.taskId, {
-            ...task.progress,
-            tool_calls: followed.toolCalls.size,
-            last_tool: signal.tool,
-          });
-        }
+      case "tool":
+        this.#onTool(followed, signal.callID, signal.tool, signal.input);
         return;
-      }
       case "text":
         // opencode also emits our prompt's text part (the user message); only assistant text is progress.
         if (!followed.assistantMessages.has(signal.messageID)) return;
@@ -122,6 +149,67 @@ export class SessionFollower {
       case "todos":
         followed.todos = signal.todos;
         return;
+      case "permission":
+        void this.#onPermission(followed, signal.requestID, signal.permission, signal.patterns);
+        return;
+      case "permission-replied": {
+        const asked = task.progress.permission;
+        if (asked?.request_id === signal.requestID && asked.decision === "waiting") {
+          const decision = signal.reply === "reject" ? "rejected" : "allowed";
+          this.#sink.progress(followed.taskId, { ...task.progress, permission: { ...asked, decision } });
+        }
+        return;
+      }
+    }
+  }
+
+  #progressOf(followed: Followed): TaskProgress {
+    return this.#sink.get(followed.taskId)!.progress;
+  }
+
+  /** Counts each call once (by call id) and trips the runaway guards. */
+  #onTool(followed: Followed, callID: string, tool: string, input: string | null): void {
+    if (followed.aborting) return;
+    const progress = this.#progressOf(followed);
+    const known = followed.toolCalls.has(callID);
+    followed.toolCalls.add(callID);
+    if (!known || progress.last_tool !== tool) {
+      this.#sink.progress(followed.taskId, { ...progress, tool_calls: followed.toolCalls.size, last_tool: tool });
+    }
+    if (followed.toolCalls.size > this.#policy.maxToolCalls) {
+      this.#sink.stop(followed.taskId, `stopped: more than ${this.#policy.maxToolCalls} tool calls (limits.maxToolCalls)`);
+      return;
+    }
+    if (input === null || followed.inputsSeen.has(callID)) return;
+    followed.inputsSeen.add(callID);
+    const call = `${tool} ${input}`;
+    followed.repeats = call === followed.lastCall ? followed.repeats + 1 : 1;
+    followed.lastCall = call;
+    if (followed.repeats >= this.#policy.maxRepeatedToolCalls) {
+      this.#sink.stop(
+        followed.taskId,
+        `stopped: the same ${tool} call was made ${followed.repeats} times in a row (limits.maxRepeatedToolCalls), input ${input.slice(0, 200)}`,
+      );
+    }
+  }
+
+  /** A headless session would wait forever for an answer: apply the policy, and show it in progress. */
+  async #onPermission(followed: Followed, requestID: string, permission: string, patterns: string[]): Promise<void> {
+    const policy = this.#policy.onPermission;
+    const decision = policy === "wait" ? "waiting" : policy === "allow" ? "allowed" : "rejected";
+    this.#sink.progress(followed.taskId, {
+      ...this.#progressOf(followed),
+      permission: { request_id: requestID, permission, patterns, decision },
+    });
+    if (policy === "wait") return;
+    try {
+      await this.#api.replyPermission(
+        requestID,
+        policy === "allow" ? "once" : "reject",
+        policy === "reject" ? "Background tasks may not ask for permissions (permissions.onAsk is reject)." : undefined,
+      );
+    } catch (error) {
+      log.warn("could not answer a permission request", { taskId: followed.taskId, requestID, error: String(error) });
     }
   }
 
@@ -155,16 +243,32 @@ export class SessionFollower {
     if (!task || task.status !== "running") return true;
     const outcome = outcomeOf(messages);
     if (outcome.kind === "pending") return true;
+    const lastAnswer = messages.findLast((m) => m.info.role === "assistant")?.info.id ?? null;
+    if (lastAnswer !== null && lastAnswer === followed.continuedAfter) return true; // the continuation has not answered yet
     if (outcome.kind === "error") {
       if (outcome.aborted && followed.aborting) return true;
       this.#sink.finish(followed.taskId, "error", { error: outcome.message });
       return true;
     }
     const incomplete = followed.todos.filter((t) => t.status !== "completed" && t.status !== "cancelled");
-    if (incomplete.length > 0) this.#sink.progress(followed.taskId, { ...task.progress, incomplete_todos: incomplete });
-    const latest = this.#sink.get(followed.taskId) ?? task;
-    this.#sink.progress(followed.taskId, { ...latest.progress, last_message: preview(outcome.text) || latest.progress.last_message });
-    this.#sink.finish(followed.taskId, "completed", { result: outcome.text });
+    if (incomplete.length > 0 && followed.continuations < this.#policy.todoContinuations) {
+      // Stopped with work left: nudge it on (bounded), as a new run that must be taken up again.
+      followed.continuations++;
+      followed.taken = false;
+      followed.continuedAfter = lastAnswer;
+      this.#sink.progress(followed.taskId, { ...task.progress, todo_continuations: followed.continuations });
+      await this.#sink.prompt(followed.taskId, TODO_CONTINUE_PROMPT);
+      return true;
+    }
+    const result = incomplete.length
+      ? `${outcome.text}\n\nIncomplete todos:\n${incomplete.map((t) => `- [${t.status}] ${t.content}`).join("\n")}`
+      : outcome.text;
+    this.#sink.progress(followed.taskId, {
+      ...task.progress,
+      last_message: preview(outcome.text) || task.progress.last_message,
+      ...(incomplete.length ? { incomplete_todos: incomplete } : {}),
+    });
+    this.#sink.finish(followed.taskId, "completed", { result });
     return true;
   }
 
@@ -176,31 +280,50 @@ export class SessionFollower {
   async resync(now: number, all: boolean): Promise<void> {
     if (this.#bySession.size === 0) return;
     const busy = await this.#api.statuses();
+    log.debug("resync", { all, busy: Object.keys(busy).length, followed: this.#bySession.size });
     const checks: Array<Promise<void>> = [];
     for (const [sessionID, followed] of this.#bySession) {
+      const task = this.#sink.get(followed.taskId);
+      if (!task || task.status !== "running" || followed.aborting) continue;
       if (busy[sessionID]) {
         followed.taken = true;
+        if (now - followed.lastEventAt >= this.#policy.stallMs) checks.push(this.#checkStalled(sessionID, followed, task));
         continue;
       }
-      const task = this.#sink.get(followed.taskId);
-      if (!task || task.status !== "running" || task.prompted_at === null) continue;
+      if (task.prompted_at === null) continue;
       if (!all && !followed.taken && now - task.prompted_at < TAKE_UP_GRACE_MS) continue;
-      checks.push(this.#check(sessionID, followed, now - task.prompted_at >= TAKE_UP_GRACE_MS));
+      checks.push(this.#check(sessionID, followed));
     }
     await Promise.all(checks);
   }
 
-  async #check(sessionID: string, followed: Followed, pastGrace: boolean): Promise<void> {
+  async #check(sessionID: string, followed: Followed): Promise<void> {
     // A failed read says nothing about the run: leave it to the next sweep rather than failing the task.
     if (!(await this.settle(sessionID))) return;
     const task = this.#sink.get(followed.taskId);
-    if (!task || task.status !== "running" || !pastGrace) return;
-    // Idle, no finished answer, and long past the prompt: the run died without telling us
-    // (an error we missed while disconnected, or a session deleted behind our back).
+    // Still running and prompted long ago (a continuation resets the clock), yet idle with no answer:
+    // the run died without telling us (an error missed while disconnected, a session deleted behind our back).
+    if (!task || task.status !== "running" || followed.aborting) return;
+    if (task.prompted_at === null || Date.now() - task.prompted_at < TAKE_UP_GRACE_MS) return;
     const error = (await this.#api.sessionExists(sessionID))
       ? `session ${sessionID} stopped without finishing an answer`
       : `session ${sessionID} no longer exists in opencode`;
     this.#sink.finish(followed.taskId, "error", { error });
+  }
+
+  /**
+   * Busy, but silent for longer than the stall limit. A slow model is not dead, so keep waiting; but a
+   * deleted session can leave a stale busy status behind, so make sure it still exists.
+   */
+  async #checkStalled(sessionID: string, followed: Followed, task: Task): Promise<void> {
+    if (!(await this.#api.sessionExists(sessionID))) {
+      this.#sink.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
+      return;
+    }
+    if (!task.progress.stalled_since) {
+      log.warn("task has shown no events for a while; opencode says it is still busy", { taskId: task.id, sessionID });
+      this.#sink.progress(task.id, { ...task.progress, stalled_since: new Date(followed.lastEventAt).toISOString() });
+    }
   }
 }
 

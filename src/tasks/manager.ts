@@ -5,7 +5,9 @@ import { EventWatcher } from "../opencode/event-watcher.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
 import { SessionFollower } from "./follower.js";
+import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
 import { SessionRunner } from "./session-runner.js";
+import { clip } from "../opencode/transcript.js";
 import type { ListOptions, OutboxMessage, TaskStore } from "./store.js";
 import {
   createTask,
@@ -23,9 +25,12 @@ export class TaskInputError extends Error {
   override name = "TaskInputError";
 }
 
-/** What changed about a task. `event` is `task.<status>` for status changes, else `task.session` / `task.progress`. */
+/**
+ * What changed about a task: `task.<status>` for status changes, `task.retrying` when the provider fails
+ * and opencode retries, else `task.session` / `task.progress`.
+ */
 export interface TaskChange {
-  event: `task.${TaskStatus}` | "task.session" | "task.progress";
+  event: `task.${TaskStatus}` | "task.session" | "task.progress" | "task.retrying";
   task: Task;
 }
 
@@ -56,6 +61,8 @@ export interface TaskManagerOptions {
   outboxFor?: (task: Task) => OutboxMessage | undefined;
   /** Finished tasks kept: pruned in the background, oldest first. */
   retention?: { maxAgeDays: number; maxTasks: number };
+  /** Timeouts, guards and limits; see TaskPolicy. */
+  policy?: TaskPolicy;
 }
 
 const MAX_PROMPT_BYTES = 1024 * 1024;
@@ -80,6 +87,9 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   readonly #embedded: boolean;
   readonly #outboxFor: (task: Task) => OutboxMessage | undefined;
   readonly #retention: { maxAgeDays: number; maxTasks: number };
+  readonly #policy: TaskPolicy;
+  /** The agent list, refetched when a launch names an agent it does not have (or after a minute). */
+  #agents: { names: string[]; at: number } | null = null;
   #sweep: NodeJS.Timeout | undefined;
   #prune: NodeJS.Timeout | undefined;
 
@@ -88,21 +98,29 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     this.api = options.api;
     this.#store = options.store;
     this.#queues = new AgentQueues(options.concurrency);
-    this.#sweepMs = options.sweepIntervalMs ?? 30_000;
+    this.#sweepMs = options.sweepIntervalMs ?? Math.min(30_000, (options.policy ?? DEFAULT_POLICY).stallMs);
     this.#embedded = options.embedded ?? false;
     this.#outboxFor = options.outboxFor ?? (() => undefined);
     this.#retention = options.retention ?? { maxAgeDays: 7, maxTasks: 10_000 };
+    this.#policy = options.policy ?? DEFAULT_POLICY;
     const sink = {
       get: (id: string) => this.#store.get(id),
-      progress: (id: string, progress: TaskProgress) => this.#update(id, { progress }, "task.progress"),
+      progress: (id: string, progress: TaskProgress, retrying?: boolean) =>
+        this.#update(id, { progress }, retrying ? "task.retrying" : "task.progress"),
       finish: (id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }) =>
         this.finish(id, status, fields),
+      stop: (id: string, reason: string) => void this.#runner.stop(id, "error", reason),
+      prompt: (id: string, text: string) => this.#runner.continue(id, text),
     };
-    this.#follower = new SessionFollower(this.api, sink);
+    this.#follower = new SessionFollower(this.api, sink, this.#policy);
     this.#watcher = new EventWatcher(this.api, {
       onEvent: (event) => this.#follower.onEvent(event),
       onConnected: (reconnect) => {
-        if (reconnect) void this.#resync(true);
+        if (!reconnect) return;
+        // Events were missed while disconnected. A restarted opencode may not answer everything at once,
+        // so look again shortly after rather than waiting for the next sweep.
+        void this.#resync(true);
+        setTimeout(() => void this.#resync(true), 2_000).unref();
       },
     });
     this.#runner = new SessionRunner({
@@ -154,6 +172,12 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       throw new TaskInputError(`prompt is ${Buffer.byteLength(input.prompt, "utf8")} bytes; at most ${MAX_PROMPT_BYTES} bytes (1 MB) are allowed`);
     }
     await this.#checkAgent(input.agent);
+    const waiting = this.#queues.waiting(input.agent);
+    if (waiting >= this.#policy.maxQueuedPerAgent) {
+      throw new TaskInputError(
+        `agent "${input.agent}" already has ${waiting} tasks waiting for a slot; at most ${this.#policy.maxQueuedPerAgent} may wait (limits.maxQueuedPerAgent). Try again when some have finished.`,
+      );
+    }
     if (input.parent_session_id && !(await this.api.sessionExists(input.parent_session_id))) {
       throw new TaskInputError(`parent_session_id "${input.parent_session_id}" is not a session of the opencode server at ${this.api.url}`);
     }
@@ -166,21 +190,20 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
         agent: input.agent,
         model,
         parent_session_id: input.parent_session_id ?? null,
-        timeout_ms: input.timeout_ms && input.timeout_ms > 0 ? input.timeout_ms : null,
+        timeout_ms: input.timeout_ms && input.timeout_ms > 0 ? input.timeout_ms : this.#policy.taskTimeoutMs || null,
       },
       Date.now(),
     );
-    this.#commit(task, "task.queued");
-    this.#enqueue(task, () => this.#runner.run(task.id));
+    this.#enqueue(task, () => this.#runner.run(task.id), () => this.#commit(task, "task.queued"));
     return this.get(task.id) ?? task;
   }
 
   /** Queues the task's job on its agent; the job holds a slot until the task is terminal. */
-  #enqueue(task: Task, job: () => Promise<void>): void {
+  #enqueue(task: Task, job: () => Promise<void>, onQueued?: () => void): void {
     const dequeue = new AbortController();
     this.#dequeue.set(task.id, dequeue);
     this.#queues
-      .add(task.agent, task.id, job, dequeue.signal)
+      .add(task.agent, task.id, job, dequeue.signal, onQueued)
       .catch((error: unknown) => {
         // Only a dequeue rejects here (the job itself never throws); the task is already terminal.
         if (!dequeue.signal.aborted) log.error("task job failed", { taskId: task.id, error: String(error) });
@@ -240,7 +263,8 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   /** Ends a task (once: a terminal task never changes again). Returns whether this call ended it. */
   finish(id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): boolean {
     const task = this.get(id);
-    const next = task && transition(task, status, Date.now(), fields);
+    const result = fields.result === undefined || fields.result === null ? fields.result : clip(fields.result, this.#policy.maxResultChars);
+    const next = task && transition(task, status, Date.now(), { ...fields, ...(result === undefined ? {} : { result }) });
     if (!next) return false;
     this.#commit(next, `task.${status}`, this.#outboxFor(next));
     for (const resolve of this.#terminalWaiters.get(id) ?? []) resolve();
@@ -288,8 +312,12 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 
   async #checkAgent(agent: string): Promise<void> {
-    const agents = await this.api.agents();
-    const usable = agents.filter((a) => !a.hidden).map((a) => a.name);
+    const fresh = this.#agents && Date.now() - this.#agents.at < 60_000;
+    if (!fresh || !this.#agents!.names.includes(agent)) {
+      const agents = await this.api.agents();
+      this.#agents = { names: agents.filter((a) => !a.hidden).map((a) => a.name), at: Date.now() };
+    }
+    const usable = this.#agents!.names;
     if (!usable.includes(agent)) {
       throw new TaskInputError(`unknown agent "${agent}"; the opencode server at ${this.api.url} has: ${usable.join(", ")}`);
     }

@@ -134,6 +134,17 @@ export class SessionRunner {
     return true;
   }
 
+  /** Sends a running task's session another prompt (a continuation); a failure ends the task. */
+  async continue(taskId: string, text: string): Promise<void> {
+    const task = this.#o.tasks.get(taskId);
+    if (!task || task.status !== "running" || !task.session_id) return;
+    try {
+      await this.#prompt(task, text);
+    } catch (error) {
+      this.#o.tasks.finish(taskId, "error", { error: `could not continue the session: ${(error as Error).message}` });
+    }
+  }
+
   /** Aborts a running task's session and ends the task with `status` and `reason`. */
   async stop(taskId: string, status: Exclude<TerminalStatus, "completed">, reason: string): Promise<void> {
     const { api, tasks, follower } = this.#o;

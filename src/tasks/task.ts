@@ -22,6 +22,14 @@ export interface TaskProgress {
   last_message: string | null;
   /** Todos the session left unfinished, recorded when it goes idle. */
   incomplete_todos?: Todo[];
+  /** The provider failed and opencode is retrying (cleared when it works again). */
+  retry?: { attempt: number; message: string; next_at: string } | null;
+  /** The latest permission request of the session and what became of it. */
+  permission?: { request_id: string; permission: string; patterns: string[]; decision: "allowed" | "rejected" | "waiting" | string } | null;
+  /** Continue prompts sent because the session stopped with incomplete todos. */
+  todo_continuations?: number;
+  /** Set when a running task has shown no event for longer than the stall limit. */
+  stalled_since?: string | null;
 }
 
 export interface ModelRef {

@@ -1,18 +1,22 @@
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { TaskPushRouter } from "../mcp/push.js";
 import { createMcpServer } from "../mcp/server.js";
 import type { Runtime } from "../runtime.js";
+import { LOCAL_OWNER } from "../tasks/manager.js";
 
-/** Serves MCP on stdin/stdout until the client closes stdin. */
+/** Serves MCP on stdin/stdout until the client closes stdin. The one client is the local user. */
 export async function serveStdio(runtime: Runtime): Promise<void> {
-  const { server, notifier } = createMcpServer(runtime.manager, { parentPrompt: runtime.settings.parentPrompt });
+  const push = new TaskPushRouter(runtime.manager);
+  const session = createMcpServer({ manager: runtime.manager, push, parentPrompt: runtime.settings.parentPrompt }, { owner: LOCAL_OWNER });
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();
     process.stdin.once("end", () => resolve());
     process.stdin.once("close", () => resolve());
   });
-  await server.connect(transport);
+  await session.server.connect(transport);
+  push.attach(session);
   await closed;
-  notifier.close();
-  await server.close().catch(() => undefined);
+  push.close();
+  await session.server.close().catch(() => undefined);
 }

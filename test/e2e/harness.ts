@@ -5,7 +5,7 @@ import {
   ResourceUpdatedNotificationSchema,
   type CallToolResult,
 } from "@modelcontextprotocol/sdk/types.js";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -97,4 +97,28 @@ export async function startBackend(): Promise<{ model: ScriptedModel; opencode: 
       await model.close();
     },
   };
+}
+
+/** The pids of `pid`'s children (Linux /proc): the embedded opencode is a child of its sh guard. */
+export function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return children;
+}
+
+/** Kills the opencode under an sh guard (not the guard), the way a crash would. */
+export function killOpencodeUnder(guardPid: number): void {
+  for (const child of childPids(guardPid)) {
+    const cmdline = readFileSync(`/proc/${child}/cmdline`, "utf8");
+    if (cmdline.includes("serve")) process.kill(child, "SIGKILL");
+  }
 }

@@ -1,7 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { OpencodeEvent, SessionMessage, SessionStatus } from "../../src/opencode/client.js";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../../src/opencode/client.js";
 import { SessionFollower, type FollowerApi, type TaskSink } from "../../src/tasks/follower.js";
+import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "../../src/tasks/policy.js";
 import {
   createTask,
   isTerminal,
@@ -18,6 +19,8 @@ import {
   busy,
   messageUpdated,
   partUpdated,
+  permissionAsked,
+  permissionReplied,
   promptOnly,
   retry,
   serverConnected,
@@ -27,6 +30,7 @@ import {
   statusIdle,
   stepFinish,
   stepStart,
+  T0,
   textPart,
   todoUpdated,
   toolPart,
@@ -45,20 +49,40 @@ interface FinishCall {
   fields: { result?: string | null; error?: string | null };
 }
 
-/** The manager's contract in memory: progress only while not terminal, finish through `transition()`. */
+/**
+ * The manager's contract in memory: progress only while not terminal, finish through `transition()`,
+ * `stop` marks the session as aborting (as the session runner does, before its abort request resolves)
+ * and leaves the task running until a test finishes it, `prompt` records the prompt time like `markPrompted`.
+ */
 class MemorySink implements TaskSink {
   readonly tasks = new Map<string, Task>();
   readonly finishes: FinishCall[] = [];
-  readonly progresses: Array<{ taskId: string; progress: TaskProgress }> = [];
+  /** `retrying` is recorded as passed (undefined when the follower left it out). */
+  readonly progresses: Array<{ taskId: string; progress: TaskProgress; retrying?: boolean }> = [];
+  readonly stops: Array<{ taskId: string; reason: string }> = [];
+  readonly prompts: Array<{ taskId: string; text: string }> = [];
+  /** Set by setup(): the runner's synchronous part of stop(). */
+  onStop: (taskId: string) => void = () => undefined;
 
   get(taskId: string): Task | undefined {
     return this.tasks.get(taskId);
   }
 
-  progress(taskId: string, progress: TaskProgress): void {
-    this.progresses.push({ taskId, progress: structuredClone(progress) });
+  progress(taskId: string, progress: TaskProgress, retrying?: boolean): void {
+    this.progresses.push({ taskId, progress: structuredClone(progress), retrying });
     const task = this.tasks.get(taskId);
     if (task && !isTerminal(task.status)) this.tasks.set(taskId, { ...task, progress });
+  }
+
+  stop(taskId: string, reason: string): void {
+    this.stops.push({ taskId, reason });
+    this.onStop(taskId);
+  }
+
+  async prompt(taskId: string, text: string): Promise<void> {
+    this.prompts.push({ taskId, text });
+    const task = this.tasks.get(taskId);
+    if (task && task.status === "running") this.tasks.set(taskId, { ...task, prompted_at: Date.now() });
   }
 
   finish(taskId: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): void {
@@ -78,6 +102,9 @@ class FakeApi implements FollowerApi {
   busy: Record<string, SessionStatus> = {};
   readonly answers = new Map<string, () => Promise<SessionMessage[]>>();
   readonly missing = new Set<string>();
+  readonly replies: Array<{ requestID: string; reply: "once" | "always" | "reject"; message?: string }> = [];
+  /** When set, replyPermission rejects with it (opencode unreachable). */
+  replyError: Error | null = null;
 
   answer(sessionID: string, messages: SessionMessage[]): void {
     this.answers.set(sessionID, () => Promise.resolve(structuredClone(messages)));
@@ -113,16 +140,34 @@ class FakeApi implements FollowerApi {
     this.existsChecks.push(sessionID);
     return !this.missing.has(sessionID);
   }
+
+  async replyPermission(requestID: string, reply: "once" | "always" | "reject", message?: string): Promise<void> {
+    this.replies.push({ requestID, reply, message });
+    if (this.replyError) throw this.replyError;
+  }
 }
 
 async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
-function setup() {
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/**
+ * `policy` overrides parts of DEFAULT_POLICY; without it the follower runs on its own default.
+ * Only Date is faked (setImmediate stays real for flush()): the clock stands at PROMPTED_AT until a
+ * test moves it, and `resync(now)` moves it to `now`, so the follower's Date.now() and `now` agree.
+ */
+function setup(policy?: Partial<TaskPolicy>) {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(PROMPTED_AT);
   const sink = new MemorySink();
   const api = new FakeApi();
-  const follower = new SessionFollower(api, sink);
+  const follower =
+    policy === undefined ? new SessionFollower(api, sink) : new SessionFollower(api, sink, { ...DEFAULT_POLICY, ...policy });
+  sink.onStop = (taskId) => follower.markAborting(sink.tasks.get(taskId)!.session_id!);
   /** A running, prompted task following `sessionID`, as the session runner leaves it. */
   const start = (taskId: string, sessionID: string, promptedAt: number | null = PROMPTED_AT): Task => {
     const queued = createTask(
@@ -147,7 +192,11 @@ function setup() {
     for (const event of events) follower.onEvent(event);
   };
   const task = (taskId: string): Task => sink.tasks.get(taskId)!;
-  return { sink, api, follower, start, feed, task };
+  const resync = (now: number, all: boolean): Promise<void> => {
+    vi.setSystemTime(now);
+    return follower.resync(now, all);
+  };
+  return { sink, api, follower, start, feed, task, resync };
 }
 
 const S = "ses_2138cad3affeJ7n2kVpQ4cT9xZ";
@@ -576,8 +625,8 @@ describe("SessionFollower: progress", () => {
     expect(task("t1").progress).toMatchObject({ tool_calls: 2, last_tool: "read", last_message: "Looking at the matches" });
   });
 
-  it("records the todos left incomplete at idle (latest list wins) and still completes", async () => {
-    const { sink, api, start, feed, task } = setup();
+  it("records the todos left incomplete at idle (latest list wins) and still completes (no continuations)", async () => {
+    const { sink, api, start, feed, task } = setup({ todoContinuations: 0 });
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "partly done"));
     feed(
@@ -600,11 +649,12 @@ describe("SessionFollower: progress", () => {
       { content: "write tests", status: "in_progress" },
       { content: "fix lint", status: "pending" },
     ]);
-    expect(task("t1").result).toBe("partly done");
+    expect(task("t1").result).toBe("partly done\n\nIncomplete todos:\n- [in_progress] write tests\n- [pending] fix lint");
+    expect(sink.prompts).toEqual([]);
   });
 
   it("records a single incomplete todo", async () => {
-    const { api, start, feed, task } = setup();
+    const { api, start, feed, task } = setup({ todoContinuations: 0 });
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "almost"));
     feed(
@@ -617,6 +667,7 @@ describe("SessionFollower: progress", () => {
     );
     await flush();
     expect(task("t1").progress.incomplete_todos).toEqual([{ content: "b", status: "pending" }]);
+    expect(task("t1").result).toBe("almost\n\nIncomplete todos:\n- [pending] b");
   });
 
   it("records no incomplete todos when all are done", async () => {
@@ -627,6 +678,7 @@ describe("SessionFollower: progress", () => {
     await flush();
     expect(task("t1").status).toBe("completed");
     expect(task("t1").progress.incomplete_todos).toBeUndefined();
+    expect(task("t1").result).toBe("all done");
   });
 });
 
@@ -716,16 +768,16 @@ describe("SessionFollower: routing", () => {
 
 describe("SessionFollower.resync", () => {
   it("does nothing (not even a status read) when no session is followed", async () => {
-    const { api, follower } = setup();
-    await follower.resync(PROMPTED_AT + 60_000, true);
+    const { api, resync } = setup();
+    await resync(PROMPTED_AT + 60_000, true);
     expect(api.statusReads).toBe(0);
   });
 
   it("completes a session missing from statuses whose messages show a finished answer", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "finished while we were away"));
-    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     expect(api.statusReads).toBe(1);
     expect(sink.finishes).toEqual([
       { taskId: "t1", status: "completed", fields: { result: "finished while we were away" } },
@@ -734,20 +786,20 @@ describe("SessionFollower.resync", () => {
   });
 
   it("completes a taken-up session within the grace when its idle was missed", async () => {
-    const { sink, api, start, feed, follower } = setup();
+    const { sink, api, start, feed, resync } = setup();
     start("t1", S);
     feed(busy(S));
     api.answer(S, answered(S, PROMPT, "quick"));
-    await follower.resync(PROMPTED_AT + 1_000, false);
+    await resync(PROMPTED_AT + 1_000, false);
     expect(api.messageReads).toEqual([S]);
     expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
   });
 
   it("fails a session past the grace with no answer, naming the session", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, promptOnly(S, PROMPT));
-    await follower.resync(PROMPTED_AT + GRACE_MS + 1, false);
+    await resync(PROMPTED_AT + GRACE_MS + 1, false);
     expect(sink.finishes).toHaveLength(1);
     expect(sink.finishes[0]!.status).toBe("error");
     expect(sink.finishes[0]!.fields.error).toContain(S);
@@ -756,10 +808,10 @@ describe("SessionFollower.resync", () => {
   });
 
   it("fails a session that opencode no longer has (sessionExists false)", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
     api.missing.add(S);
-    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     expect(sink.finishes).toHaveLength(1);
     expect(sink.finishes[0]!.status).toBe("error");
     expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
@@ -767,18 +819,18 @@ describe("SessionFollower.resync", () => {
   });
 
   it("fails a session whose messages read answers 404", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
     api.fail(S, new OpencodeRequestError(`Session not found: ${S}`, 404));
-    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     expect(sink.finishes).toHaveLength(1);
     expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
   });
 
   it("leaves a session alone within the grace when the prompt was not taken up yet", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
-    await follower.resync(PROMPTED_AT + GRACE_MS - 1, false);
+    await resync(PROMPTED_AT + GRACE_MS - 1, false);
     expect(api.statusReads).toBe(1);
     expect(api.messageReads).toEqual([]);
     expect(api.existsChecks).toEqual([]);
@@ -786,20 +838,20 @@ describe("SessionFollower.resync", () => {
   });
 
   it("after a reconnect (all) reads a fresh session but does not fail it within the grace", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, promptOnly(S, PROMPT));
-    await follower.resync(PROMPTED_AT + 500, true);
+    await resync(PROMPTED_AT + 500, true);
     expect(api.messageReads).toEqual([S]);
     expect(api.existsChecks).toEqual([]);
     expect(sink.finishes).toEqual([]);
   });
 
   it("leaves busy sessions alone and counts them as taken up", async () => {
-    const { sink, api, start, feed, follower } = setup();
+    const { sink, api, start, feed, resync } = setup();
     start("t1", S);
     api.busy = { [S]: { type: "busy" } };
-    await follower.resync(PROMPTED_AT + GRACE_MS * 10, true);
+    await resync(PROMPTED_AT + GRACE_MS * 10, true);
     expect(api.messageReads).toEqual([]);
     expect(sink.finishes).toEqual([]);
 
@@ -811,33 +863,33 @@ describe("SessionFollower.resync", () => {
   });
 
   it("skips tasks not prompted yet", async () => {
-    const { sink, api, start, follower } = setup();
+    const { sink, api, start, resync } = setup();
     start("t1", S, null);
-    await follower.resync(PROMPTED_AT + GRACE_MS * 10, true);
+    await resync(PROMPTED_AT + GRACE_MS * 10, true);
     expect(api.messageReads).toEqual([]);
     expect(sink.finishes).toEqual([]);
   });
 
   it("does not fail a task when the messages read fails for a reason other than 404", async () => {
-    const { sink, api, start, follower, task } = setup();
+    const { sink, api, start, resync, task } = setup();
     start("t1", S);
     api.fail(S, new OpencodeRequestError("opencode answered 500", 500));
-    await follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     expect(sink.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
 
     // The next sweep, with opencode healthy again, finds the answer.
     api.answer(S, answered(S, PROMPT, "was fine all along"));
-    await follower.resync(PROMPTED_AT + GRACE_MS + 31_000, false);
+    await resync(PROMPTED_AT + GRACE_MS + 31_000, false);
     expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "was fine all along" } }]);
   });
 
   it("shares an idle's in-flight read instead of reading again", async () => {
-    const { sink, api, start, feed, follower } = setup();
+    const { sink, api, start, feed, resync } = setup();
     start("t1", S);
     const open = api.gate(S, answered(S, PROMPT, "done"));
     feed(busy(S), sessionIdle(S));
-    const resynced = follower.resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    const resynced = resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     await flush();
     expect(api.messageReads).toEqual([S]);
     open();
@@ -845,5 +897,542 @@ describe("SessionFollower.resync", () => {
     expect(api.messageReads).toEqual([S]);
     expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
     expect(api.existsChecks).toEqual([]);
+  });
+});
+
+/** One tool call as opencode streams it: pending (input not known yet), running, completed. */
+function toolCall(callID: string, tool: string, input: Record<string, unknown>, sessionID = S): OpencodeEvent[] {
+  return (["pending", "running", "completed"] as const).map((status) =>
+    partUpdated(toolPart(sessionID, "msg_a1", callID, tool, toolState(status, input, "ok"))),
+  );
+}
+
+describe("SessionFollower: provider retries", () => {
+  it("shows a retry in progress, announced as retrying, with the next attempt as an ISO time", () => {
+    const { sink, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    const before = sink.progresses.length;
+    feed(retry(S, 1, "Provider is overloaded", T0 + 2_500));
+    expect(sink.progresses.slice(before)).toEqual([
+      {
+        taskId: "t1",
+        progress: {
+          tool_calls: 0,
+          last_tool: null,
+          last_message: null,
+          retry: { attempt: 1, message: "Provider is overloaded", next_at: "2025-10-09T08:53:22.500Z" },
+        },
+        retrying: true,
+      },
+    ]);
+    expect(new Date(T0 + 2_500).toISOString()).toBe("2025-10-09T08:53:22.500Z");
+    expect(task("t1").status).toBe("running");
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("updates the retry on each attempt and keeps the rest of the progress", () => {
+    const { sink, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), ...toolCall("call_1", "read", { filePath: "src/config.ts" }));
+    const before = sink.progresses.length;
+    feed(retry(S, 1, "Provider is overloaded"), retry(S, 2, "Rate limited", T0 + 10_000));
+    expect(sink.progresses.slice(before).map((p) => p.retrying)).toEqual([true, true]);
+    expect(task("t1").progress).toMatchObject({
+      tool_calls: 1,
+      last_tool: "read",
+      retry: { attempt: 2, message: "Rate limited", next_at: new Date(T0 + 10_000).toISOString() },
+    });
+  });
+
+  it("clears the retry, once and as plain progress, when the session is busy again", () => {
+    const { sink, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    // Busy without a retry before it announces nothing.
+    const quiet = sink.progresses.length;
+    feed(busy(S), busy(S));
+    expect(sink.progresses.length).toBe(quiet);
+
+    feed(retry(S, 1), retry(S, 2));
+    const before = sink.progresses.length;
+    feed(busy(S), busy(S), busy(S));
+    const cleared = sink.progresses.slice(before);
+    expect(cleared).toHaveLength(1);
+    expect(cleared[0]!.progress.retry).toBeNull();
+    expect(cleared[0]!.retrying ?? false).toBe(false);
+    expect(task("t1").progress.retry).toBeNull();
+  });
+
+  it("completes normally after a retry that succeeded", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "done after a retry"));
+    feed(retry(S, 1), ...textRun(S, "done after a retry"));
+    await flush();
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done after a retry" } }]);
+    expect(task("t1").progress.retry).toBeNull();
+  });
+});
+
+describe("SessionFollower: permission requests", () => {
+  const asked = { request_id: "per_1", permission: "bash", patterns: ["rm -rf build"] };
+
+  it("rejects by default, telling the model why, and records the decision", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1", "bash", ["rm -rf build"]));
+    await flush();
+    expect(api.replies).toHaveLength(1);
+    expect(api.replies[0]).toMatchObject({ requestID: "per_1", reply: "reject" });
+    expect(api.replies[0]!.message).toContain("permissions.onAsk");
+    expect(task("t1").progress.permission).toEqual({ ...asked, decision: "rejected" });
+    expect(task("t1").status).toBe("running");
+
+    // opencode echoes our own reply: nothing more to record.
+    const before = sink.progresses.length;
+    feed(permissionReplied(S, "per_1", "reject"));
+    expect(sink.progresses.length).toBe(before);
+    expect(api.replies).toHaveLength(1);
+  });
+
+  it("rejects under an explicit reject policy too", async () => {
+    const { api, start, feed, task } = setup({ onPermission: "reject" });
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1"));
+    await flush();
+    expect(api.replies.map((r) => r.reply)).toEqual(["reject"]);
+    expect(task("t1").progress.permission?.decision).toBe("rejected");
+  });
+
+  it("allows once under allow, without a message", async () => {
+    const { api, start, feed, task } = setup({ onPermission: "allow" });
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1", "bash", ["rm -rf build"]));
+    await flush();
+    expect(api.replies).toEqual([{ requestID: "per_1", reply: "once", message: undefined }]);
+    expect(task("t1").progress.permission).toEqual({ ...asked, decision: "allowed" });
+  });
+
+  it("leaves the request to a human under wait, and records the human's answer", async () => {
+    const { sink, api, start, feed, task } = setup({ onPermission: "wait" });
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1", "bash", ["rm -rf build"]));
+    await flush();
+    expect(api.replies).toEqual([]);
+    expect(task("t1").progress.permission).toEqual({ ...asked, decision: "waiting" });
+    expect(task("t1").status).toBe("running");
+
+    // A reply to some other request changes nothing.
+    const before = sink.progresses.length;
+    feed(permissionReplied(S, "per_other", "reject"));
+    expect(sink.progresses.length).toBe(before);
+    expect(task("t1").progress.permission?.decision).toBe("waiting");
+
+    feed(permissionReplied(S, "per_1", "always"));
+    expect(task("t1").progress.permission).toEqual({ ...asked, decision: "allowed" });
+    expect(api.replies).toEqual([]);
+  });
+
+  it("records a human's rejection of a waiting request", () => {
+    const { start, feed, task } = setup({ onPermission: "wait" });
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1"), permissionReplied(S, "per_1", "reject"));
+    expect(task("t1").progress.permission?.decision).toBe("rejected");
+  });
+
+  it("keeps the decision and the task when the reply cannot be sent", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.replyError = new OpencodeUnreachableError("opencode is unreachable at http://127.0.0.1:4096");
+    feed(...promptTaken(S), permissionAsked(S, "per_1"));
+    await flush();
+    expect(api.replies).toHaveLength(1);
+    expect(task("t1").progress.permission?.decision).toBe("rejected");
+    expect(task("t1").status).toBe("running");
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("answers each request and shows the latest", async () => {
+    const { api, start, feed, task } = setup({ onPermission: "allow" });
+    start("t1", S);
+    feed(...promptTaken(S), permissionAsked(S, "per_1", "bash"), permissionAsked(S, "per_2", "edit", ["src/a.ts"]));
+    await flush();
+    expect(api.replies.map((r) => r.requestID)).toEqual(["per_1", "per_2"]);
+    expect(task("t1").progress.permission).toEqual({
+      request_id: "per_2",
+      permission: "edit",
+      patterns: ["src/a.ts"],
+      decision: "allowed",
+    });
+  });
+});
+
+describe("SessionFollower: todo continuations", () => {
+  const TODOS = [
+    { content: "read config", status: "completed" },
+    { content: "write tests", status: "in_progress" },
+    { content: "fix lint", status: "pending" },
+  ];
+  const INCOMPLETE = TODOS.slice(1);
+  const LIST = "Incomplete todos:\n- [in_progress] write tests\n- [pending] fix lint";
+
+  /** The run a continuation starts: taken up, a new assistant message, then idle twice (as opencode does). */
+  const nextRun = (assistantID: string): OpencodeEvent[] => [
+    busy(S),
+    messageUpdated(assistantMessage(S, { id: assistantID, completed: false })),
+    busy(S),
+    statusIdle(S),
+    sessionIdle(S),
+  ];
+
+  it("sends todoContinuations continue prompts (default 2), then completes with the incomplete todos listed", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "first pass"));
+    feed(...promptTaken(S), todoUpdated(S, TODOS), statusIdle(S), sessionIdle(S));
+    await flush();
+    expect(sink.prompts).toEqual([{ taskId: "t1", text: TODO_CONTINUE_PROMPT }]);
+    expect(task("t1").progress.todo_continuations).toBe(1);
+    expect(task("t1").status).toBe("running");
+    expect(sink.finishes).toEqual([]);
+
+    api.answer(S, answered(S, PROMPT, "second pass"));
+    feed(...nextRun("msg_a2"));
+    await flush();
+    expect(sink.prompts.map((p) => p.text)).toEqual([TODO_CONTINUE_PROMPT, TODO_CONTINUE_PROMPT]);
+    expect(task("t1").progress.todo_continuations).toBe(2);
+    expect(sink.finishes).toEqual([]);
+
+    api.answer(S, answered(S, PROMPT, "third pass"));
+    feed(...nextRun("msg_a3"));
+    await flush();
+    expect(sink.prompts).toHaveLength(2);
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: `third pass\n\n${LIST}` } }]);
+    expect(task("t1").progress).toMatchObject({
+      todo_continuations: 2,
+      incomplete_todos: INCOMPLETE,
+      last_message: "third pass",
+    });
+    expect(api.messageReads).toEqual([S, S, S]);
+  });
+
+  it("follows the policy's count", async () => {
+    const { sink, api, start, feed, task } = setup({ todoContinuations: 1 });
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "first pass"));
+    feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
+    await flush();
+    expect(sink.prompts).toHaveLength(1);
+
+    api.answer(S, answered(S, PROMPT, "second pass"));
+    feed(...nextRun("msg_a2"));
+    await flush();
+    expect(sink.prompts).toHaveLength(1);
+    expect(task("t1")).toMatchObject({ status: "completed", result: `second pass\n\n${LIST}` });
+  });
+
+  it("ignores the finished run's duplicate idles after a continuation", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "first pass"));
+    feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
+    await flush();
+    expect(sink.prompts).toHaveLength(1);
+    expect(api.messageReads).toEqual([S]);
+
+    // The old run's idles arrive again before the continuation is taken up.
+    feed(statusIdle(S), sessionIdle(S), statusIdle(S));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(sink.prompts).toHaveLength(1);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+  });
+
+  it("completes with the plain answer once a continuation finishes the todos", async () => {
+    const { sink, api, start, feed, task } = setup();
+    start("t1", S);
+    api.answer(S, answered(S, PROMPT, "first pass"));
+    feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
+    await flush();
+
+    api.answer(S, answered(S, PROMPT, "all finished"));
+    feed(todoUpdated(S, TODOS.map((t) => ({ ...t, status: "completed" }))), ...nextRun("msg_a2"));
+    await flush();
+    expect(sink.prompts).toHaveLength(1);
+    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "all finished" } }]);
+    expect(task("t1").progress.incomplete_todos).toBeUndefined();
+    expect(task("t1").progress.todo_continuations).toBe(1);
+  });
+
+  it("counts the continuations already recorded in progress (a task followed again after a restart)", async () => {
+    const { sink, api, follower, start, feed, task } = setup();
+    start("t1", S);
+    follower.unfollow(S);
+    sink.tasks.set("t1", { ...task("t1"), progress: { ...task("t1").progress, todo_continuations: 2 } });
+    follower.follow("t1", S);
+    api.answer(S, answered(S, PROMPT, "resumed pass"));
+    feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
+    await flush();
+    expect(sink.prompts).toEqual([]);
+    expect(task("t1")).toMatchObject({ status: "completed", result: `resumed pass\n\n${LIST}` });
+  });
+
+  it("a sweep that sends a continuation does not then fail the task as idle without an answer", async () => {
+    const { sink, api, start, feed, task, resync } = setup();
+    start("t1", S);
+    // The idle was missed; the sweep finds the finished run long after the prompt.
+    api.answer(S, answered(S, PROMPT, "first pass"));
+    feed(todoUpdated(S, TODOS));
+    await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
+    expect(sink.prompts).toHaveLength(1);
+    expect(task("t1").prompted_at).toBe(PROMPTED_AT + GRACE_MS + 1_000);
+    expect(api.existsChecks).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+  });
+
+  // A race once found here (#settle + resync): after a continuation prompt and before the new run writes
+  // its first assistant message, outcomeOf() still sees the previous run's finished answer. A resync(all)
+  // in that window (a reconnect ~1 s after the continuation) settles on it: with continuations left it
+  // sends another continuation at once; with none left it completes the task while the continued run goes on.
+  it("a resync right after a continuation does not settle on the previous run's answer", async () => {
+    const { sink, api, start, feed, task, resync } = setup();
+    start("t1", S);
+    const firstRun = answered(S, PROMPT, "first pass");
+    api.answer(S, firstRun);
+    feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
+    await flush();
+    expect(sink.prompts).toHaveLength(1);
+
+    // opencode has stored the continuation prompt; the new run has not started (not busy yet).
+    api.answer(S, [
+      ...firstRun,
+      { info: userMessage(S, "msg_user2"), parts: [textPart(S, "msg_user2", TODO_CONTINUE_PROMPT)] },
+    ]);
+    await resync(PROMPTED_AT + 1_000, true);
+    expect(sink.prompts).toHaveLength(1);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+  });
+});
+
+describe("SessionFollower: runaway guards", () => {
+  it("stops a task past maxToolCalls, once, naming the limit, and ignores tool events while it aborts", () => {
+    const { sink, start, feed, task } = setup({ maxToolCalls: 3 });
+    start("t1", S);
+    feed(
+      ...promptTaken(S),
+      ...toolCall("call_1", "read", { filePath: "a.ts" }),
+      ...toolCall("call_2", "read", { filePath: "b.ts" }),
+      ...toolCall("call_3", "grep", { pattern: "parse" }),
+      partUpdated(toolPart(S, "msg_a1", "call_3", "grep", toolState("running", { pattern: "parse" }))),
+    );
+    expect(sink.stops).toEqual([]);
+    expect(task("t1").progress.tool_calls).toBe(3);
+
+    feed(partUpdated(toolPart(S, "msg_a1", "call_4", "read", toolState("pending"))));
+    expect(sink.stops).toHaveLength(1);
+    expect(sink.stops[0]!.taskId).toBe("t1");
+    expect(sink.stops[0]!.reason).toContain("limits.maxToolCalls");
+    expect(sink.stops[0]!.reason).toContain("3");
+    expect(task("t1").progress.tool_calls).toBe(4);
+
+    // The session keeps streaming until the abort lands.
+    feed(
+      ...toolCall("call_4", "read", { filePath: "c.ts" }),
+      ...toolCall("call_5", "read", { filePath: "d.ts" }),
+      ...toolCall("call_6", "bash", { command: "ls" }),
+    );
+    expect(sink.stops).toHaveLength(1);
+    expect(task("t1").progress.tool_calls).toBe(4);
+    // Ending the task is the sink's job (abort, then error with the reason).
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("allows 500 tool calls by default and stops the 501st", () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    for (let i = 1; i <= 500; i++) feed(...toolCall(`call_${i}`, "read", { filePath: `f${i}.ts` }));
+    expect(sink.stops).toEqual([]);
+    feed(...toolCall("call_501", "read", { filePath: "f501.ts" }));
+    expect(sink.stops).toHaveLength(1);
+    expect(sink.stops[0]!.reason).toContain("500");
+  });
+
+  it("stops the same tool with the same input maxRepeatedToolCalls times in a row, once, when its input is known", () => {
+    const { sink, start, feed } = setup({ maxRepeatedToolCalls: 3 });
+    start("t1", S);
+    const input = { command: "npm test" };
+    feed(...promptTaken(S), ...toolCall("call_1", "bash", input), ...toolCall("call_2", "bash", input));
+    expect(sink.stops).toEqual([]);
+
+    // Pending carries no input yet: the third call counts once it runs.
+    feed(partUpdated(toolPart(S, "msg_a1", "call_3", "bash", toolState("pending", input))));
+    expect(sink.stops).toEqual([]);
+    feed(partUpdated(toolPart(S, "msg_a1", "call_3", "bash", toolState("running", input))));
+    expect(sink.stops).toHaveLength(1);
+    const { reason } = sink.stops[0]!;
+    expect(reason).toContain("limits.maxRepeatedToolCalls");
+    expect(reason).toContain("bash");
+    expect(reason).toContain("3 times");
+    expect(reason).toContain(JSON.stringify(input));
+
+    feed(
+      partUpdated(toolPart(S, "msg_a1", "call_3", "bash", toolState("completed", input, "ok"))),
+      ...toolCall("call_4", "bash", input),
+      ...toolCall("call_5", "bash", input),
+    );
+    expect(sink.stops).toHaveLength(1);
+  });
+
+  it("trips at 20 identical calls by default, not at 19", () => {
+    const { sink, start, feed } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    for (let i = 1; i <= 19; i++) feed(...toolCall(`call_${i}`, "read", { filePath: "src/config.ts" }));
+    expect(sink.stops).toEqual([]);
+    feed(...toolCall("call_20", "read", { filePath: "src/config.ts" }));
+    expect(sink.stops).toHaveLength(1);
+    expect(sink.stops[0]!.reason).toContain("limits.maxRepeatedToolCalls");
+  });
+
+  it("counts a call once for the repeat check, however many updates carry its input", () => {
+    const { sink, start, feed } = setup({ maxRepeatedToolCalls: 3 });
+    start("t1", S);
+    const input = { command: "npm test" };
+    const running = (callID: string) => partUpdated(toolPart(S, "msg_a1", callID, "bash", toolState("running", input)));
+    feed(...promptTaken(S), running("call_1"), running("call_1"), running("call_1"), running("call_2"), running("call_2"));
+    feed(...toolCall("call_1", "bash", input), ...toolCall("call_2", "bash", input));
+    expect(sink.stops).toEqual([]);
+  });
+
+  it("does not stop varied calls: other inputs, another tool, or a repeat broken by another call", () => {
+    const { sink, start, feed, task } = setup({ maxRepeatedToolCalls: 3 });
+    start("t1", S);
+    feed(...promptTaken(S));
+    let n = 0;
+    const call = (tool: string, input: Record<string, unknown>) => feed(...toolCall(`call_${++n}`, tool, input));
+    for (let i = 0; i < 5; i++) {
+      call("bash", { command: "npm test" });
+      call("bash", { command: "npm run lint" });
+    }
+    for (let i = 0; i < 5; i++) {
+      call("read", { filePath: "a.ts" });
+      call("grep", { filePath: "a.ts" });
+    }
+    call("bash", { command: "ls" });
+    call("bash", { command: "ls" });
+    call("read", { filePath: "a.ts" });
+    call("bash", { command: "ls" });
+    call("bash", { command: "ls" });
+    expect(sink.stops).toEqual([]);
+    expect(task("t1").progress.tool_calls).toBe(25);
+  });
+});
+
+describe("SessionFollower.resync: stalls", () => {
+  const STALL_MS = DEFAULT_POLICY.stallMs;
+
+  it("marks a busy session silent for stallMs as stalled, once, when opencode still has it; the next event clears it", async () => {
+    const { sink, api, start, feed, task, resync } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    api.busy = { [S]: { type: "busy" } };
+
+    await resync(PROMPTED_AT + STALL_MS - 1, false);
+    expect(api.existsChecks).toEqual([]);
+    expect(task("t1").progress.stalled_since ?? null).toBeNull();
+
+    await resync(PROMPTED_AT + STALL_MS, false);
+    expect(api.existsChecks).toEqual([S]);
+    expect(task("t1").progress.stalled_since).toBe(new Date(PROMPTED_AT).toISOString());
+    expect(api.messageReads).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").status).toBe("running");
+
+    const announced = sink.progresses.length;
+    await resync(PROMPTED_AT + STALL_MS + 30_000, false);
+    expect(sink.progresses.length).toBe(announced);
+    expect(task("t1").progress.stalled_since).toBe(new Date(PROMPTED_AT).toISOString());
+    expect(sink.finishes).toEqual([]);
+
+    feed(busy(S));
+    expect(task("t1").progress.stalled_since).toBeNull();
+    // Silence is measured from that event now.
+    const checks = api.existsChecks.length;
+    await resync(PROMPTED_AT + STALL_MS + 60_000, false);
+    expect(api.existsChecks).toHaveLength(checks);
+  });
+
+  it("fails a busy, silent session that opencode no longer has (a stale busy status)", async () => {
+    const { sink, api, start, feed, resync } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    api.busy = { [S]: { type: "busy" } };
+    api.missing.add(S);
+    await resync(PROMPTED_AT + STALL_MS, false);
+    expect(sink.finishes).toHaveLength(1);
+    expect(sink.finishes[0]!.status).toBe("error");
+    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(sink.finishes[0]!.fields.error).toContain(S);
+  });
+
+  it("follows the policy's stallMs", async () => {
+    const { api, start, feed, task, resync } = setup({ stallMs: 60_000 });
+    start("t1", S);
+    feed(...promptTaken(S));
+    api.busy = { [S]: { type: "busy" } };
+    await resync(PROMPTED_AT + 59_999, false);
+    expect(api.existsChecks).toEqual([]);
+    await resync(PROMPTED_AT + 60_000, false);
+    expect(api.existsChecks).toEqual([S]);
+    expect(task("t1").progress.stalled_since).toBe(new Date(PROMPTED_AT).toISOString());
+  });
+
+  // Once a bug (src/tasks/follower.ts, #apply): the stalled_since clear is written, then the "text" case (and
+  // "permission-replied") writes `{ ...task.progress, ... }` from the task read before the clear, putting
+  // the old stalled_since back. A stalled model that resumes by streaming text stays marked as stalled.
+  it("assistant text after a stall clears stalled_since", async () => {
+    const { api, start, feed, task, resync } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    api.busy = { [S]: { type: "busy" } };
+    await resync(PROMPTED_AT + STALL_MS, false);
+    expect(task("t1").progress.stalled_since).toBeTruthy();
+
+    feed(partUpdated(textPart(S, "msg_a1", "Still reading the config")));
+    expect(task("t1").progress.last_message).toBe("Still reading the config");
+    expect(task("t1").progress.stalled_since).toBeNull();
+  });
+});
+
+describe("SessionFollower.resync: sessions being aborted", () => {
+  it("skips an idle session we are aborting: no read, no exists check, no verdict", async () => {
+    const { sink, api, start, feed, follower, resync } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    follower.markAborting(S);
+    api.answer(S, promptOnly(S, PROMPT));
+    await resync(PROMPTED_AT + GRACE_MS * 10, true);
+    expect(api.statusReads).toBe(1);
+    expect(api.messageReads).toEqual([]);
+    expect(api.existsChecks).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+  });
+
+  it("skips a busy, silent session we are aborting (no stall check)", async () => {
+    const { sink, api, start, feed, follower, task, resync } = setup();
+    start("t1", S);
+    feed(...promptTaken(S));
+    follower.markAborting(S);
+    api.busy = { [S]: { type: "busy" } };
+    api.missing.add(S);
+    await resync(PROMPTED_AT + DEFAULT_POLICY.stallMs * 2, false);
+    expect(api.existsChecks).toEqual([]);
+    expect(sink.finishes).toEqual([]);
+    expect(task("t1").progress.stalled_since ?? null).toBeNull();
   });
 });

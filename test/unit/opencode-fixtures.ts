@@ -19,7 +19,8 @@ export type OpencodeError = NonNullable<EventSessionError["properties"]["error"]
 
 let counter = 0;
 const next = (prefix: string): string => `${prefix}_${String(++counter).padStart(6, "0")}`;
-const T0 = 1_760_000_000_000;
+/** The epoch ms the recorded fixtures are stamped with. */
+export const T0 = 1_760_000_000_000;
 
 // ---- events ---------------------------------------------------------------------------------------
 
@@ -29,8 +30,9 @@ export function statusEvent(sessionID: string, status: SessionStatus): OpencodeE
 
 export const busy = (sessionID: string): OpencodeEvent => statusEvent(sessionID, { type: "busy" });
 export const statusIdle = (sessionID: string): OpencodeEvent => statusEvent(sessionID, { type: "idle" });
-export const retry = (sessionID: string, attempt = 1, message = "Provider is overloaded"): OpencodeEvent =>
-  statusEvent(sessionID, { type: "retry", attempt, message, next: T0 + 2_500 });
+/** opencode retries a failed provider call: `next` is when (epoch ms) the next attempt starts. */
+export const retry = (sessionID: string, attempt = 1, message = "Provider is overloaded", next = T0 + 2_500): OpencodeEvent =>
+  statusEvent(sessionID, { type: "retry", attempt, message, next });
 
 export function sessionIdle(sessionID: string): OpencodeEvent {
   return { id: next("evt"), type: "session.idle", properties: { sessionID } };
@@ -77,6 +79,32 @@ export function todoUpdated(sessionID: string, todos: Array<{ content: string; s
     type: "todo.updated",
     properties: { sessionID, todos: todos.map((t) => ({ ...t, priority: "medium" })) },
   };
+}
+
+/** The session blocks until someone answers this request (as 1.18 sends it for a bash command). */
+export function permissionAsked(
+  sessionID: string,
+  requestID: string,
+  permission = "bash",
+  patterns: string[] = ["rm -rf build"],
+): OpencodeEvent {
+  return {
+    id: next("evt"),
+    type: "permission.asked",
+    properties: {
+      id: requestID,
+      sessionID,
+      permission,
+      patterns,
+      metadata: {},
+      always: patterns,
+      tool: { messageID: "msg_a1", callID: "call_perm" },
+    },
+  };
+}
+
+export function permissionReplied(sessionID: string, requestID: string, reply: "once" | "always" | "reject"): OpencodeEvent {
+  return { id: next("evt"), type: "permission.replied", properties: { sessionID, requestID, reply } };
 }
 
 export function serverConnected(): OpencodeEvent {

@@ -1,0 +1,71 @@
+// The shared world both servers run against in one bench run: one scripted model, one real opencode
+// server in a sandbox, and the bench's own view of both (last-chunk times, parent prompts).
+import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
+import { ScriptedModel } from "../src/dev/model-server.js";
+import { startOpencodeSandbox, type OpencodeSandbox } from "../src/dev/opencode-sandbox.js";
+import { ParentTap } from "./parent-tap.js";
+import { BENCH_AGENTS } from "./profile.js";
+
+/** Every bench prompt carries `sample:<id>`, so a model request can be traced back to its sample. */
+export const sampleTag = (id: string): string => `sample:${id}`;
+const SAMPLE = /\bsample:(\S+)/;
+
+export interface Backend {
+  model: ScriptedModel;
+  opencode: OpencodeSandbox;
+  sdk: OpencodeClient;
+  parents: ParentTap;
+  opencodeVersion: string;
+  /** When the model streamed the last chunk of the answer for a sample (nowMs clock). */
+  lastChunk(sampleId: string): number | undefined;
+  /** A fresh parent session (registered with the tap) whose own model turns run in group "parents". */
+  createParent(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startBackend(): Promise<Backend> {
+  const model = await ScriptedModel.start();
+  const lastChunks = new Map<string, number>();
+  model.onLastChunk(({ firstUserText, at }) => {
+    const id = SAMPLE.exec(firstUserText)?.[1];
+    if (id && !lastChunks.has(id)) lastChunks.set(id, at);
+  });
+  const agents = Object.fromEntries(BENCH_AGENTS.map((name) => [name, { description: `Benchmark agent ${name}` }]));
+  let opencode: OpencodeSandbox | undefined;
+  try {
+    opencode = await startOpencodeSandbox({ modelUrl: model.url, agents });
+    const sdk = createOpencodeClient({ baseUrl: opencode.url, directory: opencode.directory });
+    const parents = await ParentTap.start(opencode.url, opencode.directory);
+    const { data: health } = await sdk.global.health({ throwOnError: true });
+    const sandbox = opencode;
+    return {
+      model,
+      opencode: sandbox,
+      sdk,
+      parents,
+      opencodeVersion: health.version,
+      lastChunk: (id) => lastChunks.get(id),
+      async createParent() {
+        // A title avoids opencode's extra title-generation model call.
+        const { data: session } = await sdk.session.create({ title: "bench parent" }, { throwOnError: true });
+        // Store a first user message without a model turn: its marker puts the parent's later turns
+        // (answering the completion prompts) in their own group, away from the groups being measured.
+        await sdk.session.promptAsync(
+          { sessionID: session.id, noReply: true, parts: [{ type: "text", text: "[[group:parents]] parent session of a benchmark task" }] },
+          { throwOnError: true },
+        );
+        parents.watch(session.id);
+        return session.id;
+      },
+      async stop() {
+        parents.stop();
+        await sandbox.stop();
+        await model.close();
+      },
+    };
+  } catch (error) {
+    await opencode?.stop();
+    await model.close();
+    throw error;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * How much work each scenario does. The full profile is what `npm run bench` reports; BENCH_QUICK=1 runs
+ * the same code on a handful of samples (the smoke test), which checks the plumbing, not the budgets.
+ */
+export interface Profile {
+  quick: boolean;
+  push: {
+    /** Our server, one task at a time, near-instant model answers. */
+    sequential: number;
+    /** The seed, one task at a time (each must outlive a 2 s poll, see push-latency.ts). */
+    seedSequential: number;
+    /** Both servers: batches of tasks launched together. */
+    batches: number;
+    batchSize: number;
+  };
+  launch: { samples: number; seedSamples: number; limit: number; holdMs: number };
+  slots: { durationMs: number; agents: Array<{ agent: string; limit: number; tasks: number }> };
+  load: { tasks: number; windowMs: number };
+  scale: { running: number; rateWindowMs: number; stored: number; startSamples: number; listSamples: number; readSamples: number };
+}
+
+const FULL: Profile = {
+  quick: false,
+  push: { sequential: 100, seedSequential: 15, batches: 3, batchSize: 10 },
+  launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000 },
+  slots: {
+    durationMs: 2_500,
+    agents: [
+      { agent: "slot_a", limit: 2, tasks: 8 },
+      { agent: "slot_b", limit: 4, tasks: 16 },
+    ],
+  },
+  load: { tasks: 20, windowMs: 60_000 },
+  scale: { running: 1_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 3, readSamples: 200 },
+};
+
+const QUICK: Profile = {
+  quick: true,
+  push: { sequential: 5, seedSequential: 1, batches: 1, batchSize: 3 },
+  launch: { samples: 10, seedSamples: 1, limit: 2, holdMs: 300 },
+  slots: { durationMs: 2_200, agents: [{ agent: "slot_a", limit: 2, tasks: 4 }] },
+  load: { tasks: 4, windowMs: 3_000 },
+  scale: { running: 30, rateWindowMs: 2_000, stored: 2_000, startSamples: 1, listSamples: 2, readSamples: 20 },
+};
+
+export function profileFromEnv(env: NodeJS.ProcessEnv = process.env): Profile {
+  return env.BENCH_QUICK === "1" || env.BENCH_QUICK === "true" ? QUICK : FULL;
+}
+
+/** Every agent the scenarios use; the sandbox's opencode.json declares them all. */
+export const BENCH_AGENTS = ["push", "gate", "slot_a", "slot_b", "load", "scale"] as const;

@@ -1,0 +1,101 @@
+// 5a. Scale, running: R tasks running at once (the scripted model holds every one), the server's resident
+// memory then, what it asks of opencode meanwhile, and how fast it takes in R completions at once.
+import { nowMs } from "../../src/dev/model-server.js";
+import type { Backend } from "../backend.js";
+import { sampleTag } from "../backend.js";
+import { pool, sleep, waitUntil } from "../async-utils.js";
+import { CountingProxy } from "../counting-proxy.js";
+import type { Profile } from "../profile.js";
+import { budget, type ScenarioResult } from "../report.js";
+import { spawnSide, SIDES, type Side } from "../sides.js";
+import { distribution, figure, type Distribution, type Figure } from "../stats.js";
+
+const RSS_BUDGET_MB = 150;
+/** Launch calls in flight at once: a client (or several) launching a large fan-out. */
+const LAUNCH_WIDTH = 20;
+
+interface Running {
+  launch: Distribution;
+  allRunning: Figure;
+  rss: Figure;
+  peakRss: Figure;
+  requestsPerSecond: Figure;
+  cpuPerSecond: Figure;
+  drain: Figure;
+}
+
+export async function scaleRunning(backend: Backend, profile: Profile): Promise<ScenarioResult> {
+  const results = {} as Record<Side, Running>;
+  for (const side of SIDES) results[side] = await measure(backend, profile, side);
+  const { ours, seed } = results;
+  const n = profile.scale.running;
+  return {
+    name: `5a. scale: ${n} tasks running at once`,
+    rows: [
+      { metric: "server RSS with all running", ours: ours.rss, seed: seed.rss },
+      { metric: "server peak RSS (VmHWM)", ours: ours.peakRss, seed: seed.peakRss },
+      { metric: "launch round trip (20 calls in flight)", ours: ours.launch, seed: seed.launch },
+      { metric: "first launch -> all at the model", ours: ours.allRunning, seed: seed.allRunning },
+      { metric: "requests to opencode while all wait", ours: ours.requestsPerSecond, seed: seed.requestsPerSecond },
+      { metric: "server CPU while all wait", ours: ours.cpuPerSecond, seed: seed.cpuPerSecond },
+      { metric: "release all -> all terminal notifications", ours: ours.drain, seed: seed.drain },
+    ],
+    budgets: [
+      budget(
+        "5a",
+        `server RSS at ${n} running tasks`,
+        `<= ${RSS_BUDGET_MB} MB`,
+        ours.rss,
+        ours.rss.value !== null && ours.rss.value <= RSS_BUDGET_MB,
+        "per-task state in the follower and queues, plus Node's baseline heap",
+      ),
+    ],
+    details: { tasks: figure(n, "tasks"), ours, seed },
+    notes: [
+      "RSS: VmRSS of the server process from /proc, read 2 s after every task's request had reached the model; the seed baseline is the same Node + MCP SDK + opencode SDK stack, so the figures compare like with like.",
+      "The seed's poll reads every running task's messages one after another; with this many tasks one poll outlasts its 2 s interval and polls overlap.",
+    ],
+  };
+}
+
+async function measure(backend: Backend, profile: Profile, side: Side): Promise<Running> {
+  const { running: n, rateWindowMs } = profile.scale;
+  const proxy = await CountingProxy.start(backend.opencode.url);
+  const spawned = await spawnSide(side, backend, { concurrency: { scale: n }, opencodeUrl: proxy.url });
+  const group = `scale-${side}`;
+  try {
+    const started = nowMs();
+    const launched = await pool(
+      Array.from({ length: n }, (_, i) => i),
+      LAUNCH_WIDTH,
+      (i) => spawned.driver.launch({ description: `scale ${i}`, prompt: `[[group:${group}]][[hold:${group}]] ${sampleTag(`${group}-${i}`)}`, agent: "scale" }),
+    );
+    await waitUntil(`${n} ${side} tasks at the model`, () => backend.model.inFlight(group) === n, 600_000);
+    const allRunning = nowMs() - started;
+    await sleep(2_000); // let the last launches' requests settle
+    const rss = spawned.driver.memory();
+    const cpuBefore = spawned.driver.cpuMs();
+    const from = nowMs();
+    await sleep(rateWindowMs);
+    const to = nowMs();
+    const cpuMs = spawned.driver.cpuMs() - cpuBefore;
+    const requests = Object.values(proxy.countBetween(from, to)).reduce((a, b) => a + b, 0);
+    const peak = spawned.driver.memory();
+    const released = nowMs();
+    backend.model.release(group);
+    const terminals = await Promise.all(launched.map((l) => spawned.driver.terminal(l.taskId, 600_000)));
+    const seconds = (to - from) / 1000;
+    return {
+      launch: distribution(launched.map((l) => l.rttMs), "ms"),
+      allRunning: figure(allRunning, "ms"),
+      rss: figure(rss.rssMb, "MB"),
+      peakRss: figure(Math.max(rss.peakRssMb, peak.peakRssMb), "MB"),
+      requestsPerSecond: figure(requests / seconds, "requests/s"),
+      cpuPerSecond: figure(cpuMs / seconds, "ms/s"),
+      drain: figure(Math.max(...terminals.map((t) => t.at)) - released, "ms"),
+    };
+  } finally {
+    await spawned.close();
+    await proxy.close();
+  }
+}

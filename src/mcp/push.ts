@@ -1,0 +1,82 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { log } from "../log.js";
+import type { TaskChange, TaskManager } from "../tasks/manager.js";
+import { isTerminal } from "../tasks/task.js";
+import { taskLogMessage, taskUri } from "./notifications.js";
+import type { McpSession } from "./session.js";
+
+/**
+ * Routes task changes to the connected sessions. Nobody hears about another owner's task. Within the
+ * owner's sessions:
+ * - a new task: `notifications/resources/list_changed` to every one of them (their resources/list grew);
+ * - a status change: `notifications/message` to the session that launched the task, or, once that
+ *   session has gone (or for a task launched before this process started), to all of them, so a client
+ *   that reconnects with a new session still hears how its tasks end; plus every session that subscribed
+ *   the task's resource;
+ * - any change: `notifications/resources/updated` to the sessions that subscribed the task's resource.
+ * A failed push is logged and never touches the task.
+ */
+export class TaskPushRouter {
+  readonly #manager: TaskManager;
+  readonly #sessions = new Set<McpSession>();
+  /** Which session launched each unfinished task this process has seen launched. */
+  readonly #launchedBy = new Map<string, McpSession>();
+  /** The session a `launch` call runs for: the manager announces the new task from inside the call. */
+  readonly #launching = new AsyncLocalStorage<McpSession>();
+  readonly #listener = (change: TaskChange): void => this.#route(change);
+
+  constructor(manager: TaskManager) {
+    this.#manager = manager;
+    manager.on("change", this.#listener);
+  }
+
+  attach(session: McpSession): void {
+    this.#sessions.add(session);
+  }
+
+  detach(session: McpSession): void {
+    this.#sessions.delete(session);
+    for (const [taskId, launcher] of this.#launchedBy) if (launcher === session) this.#launchedBy.delete(taskId);
+  }
+
+  /** Runs `launch` on behalf of `session`, which then counts as the launcher of the task it creates. */
+  launchFor<T>(session: McpSession, launch: () => Promise<T>): Promise<T> {
+    return this.#launching.run(session, launch);
+  }
+
+  close(): void {
+    this.#manager.off("change", this.#listener);
+    this.#sessions.clear();
+    this.#launchedBy.clear();
+  }
+
+  #route(change: TaskChange): void {
+    const { event, task } = change;
+    if (event === "task.queued") {
+      const launcher = this.#launching.getStore();
+      if (launcher && launcher.owner === task.owner && this.#sessions.has(launcher)) this.#launchedBy.set(task.id, launcher);
+    }
+    const owned = [...this.#sessions].filter((session) => session.owner === task.owner);
+    const uri = taskUri(task.id);
+
+    if (event === "task.queued") for (const session of owned) this.#send(session, change, () => session.resourceListChanged());
+
+    const message = taskLogMessage(change, this.#manager);
+    if (message) {
+      const launcher = this.#launchedBy.get(task.id);
+      for (const session of owned) {
+        if (launcher === undefined || launcher === session || session.subscribed(uri)) this.#send(session, change, () => session.log(message));
+      }
+    }
+
+    for (const session of owned) if (session.subscribed(uri)) this.#send(session, change, () => session.resourceUpdated(uri));
+
+    if (isTerminal(task.status)) this.#launchedBy.delete(task.id);
+  }
+
+  #send(session: McpSession, { event, task }: TaskChange, push: () => Promise<void>): void {
+    push().catch((error: unknown) => {
+      log.warn("could not push a task change to an MCP client", { event, taskId: task.id, session: session.label, error: String(error) });
+    });
+  }
+}
