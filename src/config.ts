@@ -65,6 +65,7 @@ export const ConfigFile = z.strictObject({
       maxRepeatedToolCalls: z.number().int().min(2).optional().describe("Identical tool calls in a row before it is stopped (default 20)"),
       maxQueuedPerAgent: z.number().int().min(1).optional().describe("Tasks waiting per agent (default 1000)"),
       maxResultChars: z.number().int().min(1_000).optional().describe("Longest stored result (default 100000)"),
+      maxDepth: z.number().int().min(1).max(10).optional().describe("How deep background tasks may launch tasks (default 3)"),
     })
     .optional(),
   recovery: z
@@ -198,6 +199,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
         maxRepeatedToolCalls: file.limits?.maxRepeatedToolCalls ?? DEFAULT_POLICY.maxRepeatedToolCalls,
         maxQueuedPerAgent: file.limits?.maxQueuedPerAgent ?? DEFAULT_POLICY.maxQueuedPerAgent,
         maxResultChars: file.limits?.maxResultChars ?? DEFAULT_POLICY.maxResultChars,
+        maxDepth: file.limits?.maxDepth ?? DEFAULT_POLICY.maxDepth,
       },
       opencodeAuth: password ? { username: env.OPENCODE_SERVER_USERNAME || "opencode", password } : undefined,
     },
@@ -229,7 +231,7 @@ export function loadConfigFile(path: string): ConfigFile {
     throw new ConfigError(
       `invalid config file ${path}:\n${problems.join("\n")}\n` +
         `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, http.{host,port}, auth.{tokens,tokensFile}, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
-        `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars}`,
+        `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars,maxDepth}`,
     );
   }
   return result.data;

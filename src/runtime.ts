@@ -1,18 +1,20 @@
 import type { Settings } from "./config.js";
 import { log } from "./log.js";
 import { ParentNotifier } from "./notify/parent-prompt.js";
+import { ToastNotifier } from "./notify/toast.js";
 import { OpencodeHttpApi } from "./opencode/client.js";
 import { OpencodeSupervisor } from "./opencode/embedded.js";
 import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
 import { SqliteTaskStore } from "./tasks/sqlite-store.js";
 
-/** Tools a background session must not call: opencode's own `task`, and this server's tools under any server name. */
-export const DISABLED_TOOLS: Record<string, boolean> = {
-  task: false,
-  "*background_task": false,
-  "*background_output": false,
-  "*background_cancel": false,
+/**
+ * Tools a background session must not call: opencode's own `task` (unbounded subagents), and at the
+ * deepest allowed level this server's tools under any server name (opencode matches wildcards).
+ */
+export const DISABLED_TOOLS = {
+  always: { task: false },
+  atMaxDepth: { "*background_task": false, "*background_output": false, "*background_cancel": false },
 };
 
 /** Everything behind the transports: the store, opencode (attached or embedded), the task manager, the notifiers. */
@@ -35,6 +37,7 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       url = embedded.url;
     }
     const api = new OpencodeHttpApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
+    let notifier: ParentNotifier | undefined = undefined;
     const manager = new TaskManager({
       api,
       store,
@@ -44,9 +47,10 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       resumeInterrupted: settings.resumeInterrupted,
       retention: settings.retention,
       policy: settings.policy,
-      outboxFor: settings.parentPrompt ? ParentNotifier.outboxFor : undefined,
+      outboxFor: settings.parentPrompt ? (task) => notifier?.outboxFor(task) : undefined,
     });
-    const notifier = new ParentNotifier(api, store, manager);
+    notifier = new ParentNotifier(api, store, manager);
+    const toasts = new ToastNotifier(api, manager);
     const started = Date.now();
     const recovered = manager.start();
     log.info("task manager started", { ...recovered, stored: store.count(), ms: Date.now() - started, dataDir: dataDir.dir });
@@ -57,7 +61,8 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       manager,
       async close() {
         manager.stop();
-        notifier.close();
+        notifier?.close();
+        toasts.close();
         await embedded?.stop();
         openStore.close();
         dataDir.release();

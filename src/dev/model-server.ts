@@ -44,7 +44,7 @@ interface Script {
   holdKey?: string;
   errorStatus?: number;
   /** A tool call to make once (`[[tool:…]]`) or on every step (`[[loop:…]]`): tool name and JSON arguments. */
-  toolCall?: { name: string; args: string; loop: boolean };
+  toolCalls: Array<{ name: string; args: string; loop: boolean }>;
   /** `retry-after-ms` header sent with an error, so opencode retries quickly. */
   retryAfterMs?: number;
   reply?: string;
@@ -52,7 +52,9 @@ interface Script {
 }
 
 const TITLE_TEXT = "Background task";
-const MARKER = /\[\[(\w+):(.*?)\]\]/g;
+// `[[name:value]]`; `<<name:value>>` is the same marker, for writing one inside another's value
+// (e.g. the prompt of a child task inside a parent's tool-call arguments).
+const MARKER = /\[\[(\w+):(.*?)\]\]|<<(\w+):(.*?)>>/g;
 
 /** Wall-clock ms with sub-ms resolution, comparable across processes. */
 export function nowMs(): number {
@@ -73,16 +75,16 @@ function textOf(content: unknown): string {
 }
 
 function parseScript(userTexts: string[]): Script {
-  const script: Script = { group: "default", delayMs: 0, chunks: 1 };
+  const script: Script = { group: "default", delayMs: 0, chunks: 1, toolCalls: [] };
   // First occurrence wins, so later (e.g. queued) messages cannot override.
   const seen = new Set<string>();
   for (const text of userTexts) {
     for (const match of text.matchAll(MARKER)) {
-      const name = match[1] ?? "";
-      const value = match[2] ?? "";
+      const name = match[1] ?? match[3] ?? "";
+      const value = match[2] ?? match[4] ?? "";
       if (name === "tool" || name === "loop") {
-        if (script.toolCall !== undefined) continue;
-        script.toolCall = parseToolCall(value, name === "loop");
+        // Several tool markers in the first message become parallel calls in one step.
+        if (text === userTexts[0]) script.toolCalls.push(parseToolCall(value, name === "loop"));
         continue;
       }
       if (seen.has(name)) continue;
@@ -305,9 +307,9 @@ export class ScriptedModel {
 
     record.status = 200;
     const hasToolResult = messages.some((m) => m.role === "tool");
-    const call = script.toolCall;
-    if (call !== undefined && (call.loop || !hasToolResult)) {
-      await this.streamToolCall(res, model, call.name, call.args);
+    const calls = script.toolCalls.filter((call) => call.loop || !hasToolResult);
+    if (calls.length > 0) {
+      await this.streamToolCalls(res, model, calls);
       return;
     }
     const text = script.reply ?? `done: ${stripMarkers(firstUserText).slice(0, 40)}`;
@@ -363,24 +365,24 @@ export class ScriptedModel {
     stream.finish("stop");
   }
 
-  private async streamToolCall(res: http.ServerResponse, model: string, name: string, args: string): Promise<void> {
-    const half = Math.ceil(args.length / 2);
+  private async streamToolCalls(res: http.ServerResponse, model: string, calls: Array<{ name: string; args: string }>): Promise<void> {
     const stream = new ChunkWriter(res, model);
     stream.open();
     stream.send({ index: 0, delta: { role: "assistant", content: "" } });
-    const id = `call_${++this.callCounter}`;
-    stream.send({
-      index: 0,
-      delta: { tool_calls: [{ index: 0, id, type: "function", function: { name, arguments: "" } }] },
-    });
-    // Two argument fragments, so the client has to concatenate like with a real model.
-    for (const part of [args.slice(0, half), args.slice(half)]) {
-      await sleep(1);
-      if (res.destroyed) return;
-      stream.send({ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: part } }] } });
+    for (const [index, { name, args }] of calls.entries()) {
+      const id = `call_${++this.callCounter}`;
+      stream.send({ index: 0, delta: { tool_calls: [{ index, id, type: "function", function: { name, arguments: "" } }] } });
+      // Two argument fragments, so the client has to concatenate like with a real model.
+      const half = Math.ceil(args.length / 2);
+      for (const part of [args.slice(0, half), args.slice(half)]) {
+        await sleep(1);
+        if (res.destroyed) return;
+        stream.send({ index: 0, delta: { tool_calls: [{ index, function: { arguments: part } }] } });
+      }
     }
     stream.finish("tool_calls");
   }
+
 }
 
 /** Writes OpenAI `chat.completion.chunk` SSE frames. */

@@ -25,6 +25,8 @@ export interface OpencodeSandboxOptions {
   agents?: Record<string, SandboxAgent>;
   /** Top-level opencode.json keys to set over the sandbox defaults (e.g. a stricter `permission`). */
   overrides?: Record<string, unknown>;
+  /** A fixed port, e.g. when the config must name the server's own URL; default: a free one. */
+  port?: number;
   password?: string;
   /** Extra variables for the opencode process only (not part of the returned env). */
   env?: Record<string, string>;
@@ -117,6 +119,7 @@ export async function startOpencodeSandbox(options: OpencodeSandboxOptions): Pro
       directory: project.directory,
       env: { ...process.env, ...options.env, ...env },
       timeoutMs: START_TIMEOUT_MS,
+      ...(options.port === undefined ? {} : { port: options.port }),
     });
     const url = opencode.url;
     const stop = async (): Promise<void> => {

@@ -33,6 +33,11 @@ export class OwnedTasks implements QueuePositions {
     return this.manager.list({ ...options, owner: this.owner });
   }
 
+  /** Tasks launched from `sessionID` and, recursively, from their sessions; newest first. */
+  descendants(sessionID: string): Task[] {
+    return this.manager.descendants(sessionID).filter((task) => task.owner === this.owner);
+  }
+
   unfinished(): Task[] {
     return this.list().filter((task) => !isTerminal(task.status));
   }

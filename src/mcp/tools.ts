@@ -4,6 +4,7 @@ import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/clie
 import { toTranscript } from "../opencode/transcript.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
+import { callerOf, detectionNote } from "./caller.js";
 import type { OwnedTasks } from "./owned-tasks.js";
 import { progressHeartbeat } from "./progress.js";
 import {
@@ -53,14 +54,17 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
     },
     async (args) => {
       try {
-        const task = await tasks.launch(args);
+        // opencode sends no session id: find the calling session, which becomes the parent. An explicit one wins.
+        const caller = args.parent_session_id ? undefined : await callerOf(server, tasks.manager, "background_task", args);
+        const parent = caller?.kind === "found" ? caller.sessionID : args.parent_session_id;
+        const task = await tasks.launch({ ...args, ...(parent ? { parent_session_id: parent } : {}) });
         const view = toView(task, tasks);
         const where = view.status === "queued" ? `queued (position ${view.queue_position})` : "running";
         const how =
           task.parent_session_id && options.parentPrompt
             ? `When it ends, session ${task.parent_session_id} will be prompted with the outcome: do not poll; carry on with other work.`
             : `Call background_output with task_id "${task.id}" and block: true when you need the result.`;
-        return ok(`Launched ${task.id} on agent ${task.agent} (${where}). ${how}`, {
+        return ok(`Launched ${task.id} on agent ${task.agent} (${where}). ${how}${detectionNote(caller)}`, {
           task_id: view.task_id,
           status: view.status,
           agent: view.agent,
@@ -85,10 +89,14 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       outputSchema: BackgroundOutputOutput,
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
-    async ({ task_id, block, timeout_ms, full }, extra) => {
+    async (args, extra) => {
+      const { task_id, block, timeout_ms, full } = args;
       try {
         if (task_id === undefined) {
-          const views = tasks.list().map((t) => toView(t, tasks));
+          // Called from an opencode session: that session's tasks and their descendants.
+          const caller = await callerOf(server, tasks.manager, "background_output", args);
+          const listed = caller?.kind === "found" ? tasks.descendants(caller.sessionID) : tasks.list();
+          const views = listed.map((t) => toView(t, tasks));
           const lines = views.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
           return ok(views.length ? `${views.length} task(s), newest first:\n${lines.join("\n")}` : "No tasks yet.", { tasks: views });
         }
@@ -125,10 +133,14 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       outputSchema: BackgroundCancelOutput,
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
     },
-    async ({ task_id, all }) => {
+    async (args) => {
+      const { task_id, all } = args;
       if (task_id === undefined && !all) return fail('Give task_id (one task) or all: true (every unfinished task).');
       if (task_id !== undefined && !tasks.get(task_id)) return fail(unknownTask(task_id));
-      const ids = task_id !== undefined ? [task_id] : tasks.unfinished().map((t) => t.id);
+      // all: true from an opencode session cancels that session's tasks and their descendants.
+      const caller = task_id === undefined ? await callerOf(server, tasks.manager, "background_cancel", args) : undefined;
+      const scope = caller?.kind === "found" ? tasks.descendants(caller.sessionID) : tasks.list();
+      const ids = task_id !== undefined ? [task_id] : scope.filter((t) => !isTerminal(t.status)).map((t) => t.id);
       const cancelled: string[] = [];
       const skipped: Array<{ task_id: string; reason: string }> = [];
       await Promise.all(

@@ -13,11 +13,15 @@ const MAX_ATTEMPTS = 16;
 const NEVER = Number.MAX_SAFE_INTEGER;
 
 /**
- * Delivers the outbox: when a task with a parent session ends, a prompt into that session tells the
- * model that launched it. The message is written with the terminal state (see `outboxFor`), sent after
- * the commit, marked delivered once opencode accepts it, retried with backoff, and redelivered after a
- * restart. A retry first looks in the parent's messages, so a send that went through before a crash
- * is never repeated.
+ * Delivers the outbox: when a task with a parent session ends, the parent is told. The message is
+ * written with the terminal state (see `outboxFor`), sent after the commit, marked delivered once opencode
+ * accepts it, retried with backoff, and redelivered after a restart. A retry first looks in the parent's
+ * messages, so a send that went through before a crash is never repeated.
+ *
+ * Wake-ups are batched per parent: while other tasks of the parent are still queued or running, a finished
+ * task is only recorded in the parent (no model turn); the last one to finish, or any failure, wakes it
+ * with one prompt summarising the whole batch. The decision is taken inside the commit of the terminal
+ * state, one task at a time, so tasks finishing together still make exactly one wake-up.
  */
 export class ParentNotifier {
   readonly #api: OpencodeApi;
@@ -39,9 +43,17 @@ export class ParentNotifier {
   }
 
   /** The outbox message for a task that just ended (the task manager stores it with the state). */
-  static outboxFor(task: Task): OutboxMessage | undefined {
-    if (!task.parent_session_id) return undefined;
-    return { taskId: task.id, kind: "parent_prompt", target: task.parent_session_id, body: parentPromptText(task) };
+  outboxFor(task: Task): OutboxMessage | undefined {
+    const parent = task.parent_session_id;
+    if (!parent) return undefined;
+    if (task.status !== "error" && this.#store.unfinishedChildren(parent, task.id) > 0) {
+      return { taskId: task.id, kind: "parent_record", target: parent, body: recordText(task) };
+    }
+    const batch = this.#store
+      .recordedSinceLastWake(parent)
+      .map((id) => this.#store.get(id))
+      .filter((t): t is Task => t !== undefined);
+    return { taskId: task.id, kind: "parent_prompt", target: parent, body: wakeText(task, batch) };
   }
 
   close(): void {
@@ -82,7 +94,7 @@ export class ParentNotifier {
         this.#store.markDelivered(row.id, Date.now());
         return;
       }
-      await this.#api.prompt(row.target, { text: row.body, ...contextOf(parent) });
+      await this.#api.prompt(row.target, { text: row.body, ...contextOf(parent), noReply: row.kind === "parent_record" });
       this.#store.markDelivered(row.id, Date.now());
       log.info("parent session prompted", { taskId: row.taskId, parent: row.target });
     } catch (error) {
@@ -122,6 +134,10 @@ function contextOf(messages: Array<{ info: { role: string } }>): { agent?: strin
 }
 
 export function parentPromptText(task: Task): string {
+  return `${headline(task)}${preview(task, 300)}\nRead the full output with background_output {"task_id": "${task.id}"}.`;
+}
+
+function headline(task: Task): string {
   const took = formatMs(durationMs(task, task.completed_at ?? Date.now()) ?? 0);
   const outcome =
     task.status === "completed"
@@ -129,9 +145,27 @@ export function parentPromptText(task: Task): string {
       : task.status === "error"
         ? `failed after ${took}: ${task.error}`
         : `was cancelled after ${took}${task.error ? ` (${task.error})` : ""}`;
-  const preview = task.result ? `\nPreview: ${task.result.replace(/\s+/g, " ").slice(0, 300)}` : "";
+  return `[BACKGROUND TASK ${task.status.toUpperCase()}] Task ${task.id} "${task.description}" (agent ${task.agent}) ${outcome}.`;
+}
+
+function preview(task: Task, max: number): string {
+  return task.result ? `\nPreview: ${task.result.replace(/\s+/g, " ").slice(0, max)}` : "";
+}
+
+/** Recorded without a model turn: other tasks of the same parent are still going. */
+export function recordText(task: Task): string {
+  return `${headline(task)}${preview(task, 300)}\nOther background tasks of this session are still running: you will be prompted once when they are all done.`;
+}
+
+/** The wake-up: the task that ended the batch, then one line per task of the batch. */
+export function wakeText(task: Task, recorded: Task[]): string {
+  if (recorded.length === 0) return parentPromptText(task);
+  const line = (t: Task): string =>
+    `- ${t.id} "${t.description}" (${t.agent}): ${t.status} in ${formatMs(durationMs(t, t.completed_at ?? Date.now()) ?? 0)}` +
+    (t.status === "completed" ? `: ${(t.result ?? "").replace(/\s+/g, " ").slice(0, 120)}` : t.error ? `: ${t.error}` : "");
   return (
-    `[BACKGROUND TASK ${task.status.toUpperCase()}] Task ${task.id} "${task.description}" (agent ${task.agent}) ${outcome}.` +
-    `${preview}\nRead the full output with background_output {"task_id": "${task.id}"}.`
+    `${headline(task)}${preview(task, 300)}\n` +
+    `All ${recorded.length + 1} background tasks of this batch have ended:\n${[...recorded, task].map(line).join("\n")}\n` +
+    `Read any full output with background_output {"task_id": "<id>"}.`
   );
 }

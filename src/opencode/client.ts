@@ -63,6 +63,7 @@ export type OpencodeApi = Pick<
   | "messages"
   | "todos"
   | "replyPermission"
+  | "showToast"
   | "events"
 >;
 
@@ -148,6 +149,11 @@ export class OpencodeHttpApi {
 
   async todos(sessionID: string): Promise<Todo[]> {
     return this.#call("read session todos", () => this.#sdk.session.todo({ sessionID }));
+  }
+
+  /** A toast in an attached TUI; harmless (opencode answers true) when none is attached. */
+  async showToast(toast: { title: string; message: string; variant: "info" | "success" | "warning" | "error" }): Promise<void> {
+    await this.#call("show a toast", () => this.#sdk.tui.showToast({ ...toast, duration: 5_000 }));
   }
 
   /** Answers a `permission.asked` request of a session. */

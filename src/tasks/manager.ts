@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { OpencodeApi } from "../opencode/client.js";
 import { EventWatcher } from "../opencode/event-watcher.js";
+import { CallerDetector, type CallerDetection, type OurTool } from "../opencode/caller-detector.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
 import { SessionFollower } from "./follower.js";
@@ -49,8 +50,8 @@ export interface TaskManagerOptions {
   api: OpencodeApi;
   store: TaskStore;
   concurrency: ConcurrencyLimits;
-  /** Tool names the background sessions must not call (opencode's `task`, this server's own tools). */
-  disabledTools: Record<string, boolean>;
+  /** Tools background sessions must not call (opencode's `task`) and, at the deepest level, this server's own. */
+  disabledTools: { always: Record<string, boolean>; atMaxDepth: Record<string, boolean> };
   /** Safety sweep period: one status request for all running sessions. */
   sweepIntervalMs?: number;
   /** The opencode was spawned by this server (its sessions die with us). */
@@ -80,6 +81,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   readonly #follower: SessionFollower;
   readonly #runner: SessionRunner;
   readonly #watcher: EventWatcher;
+  readonly #callers = new CallerDetector();
   /** Per queued task: aborting it takes the job out of its queue before it ever runs. */
   readonly #dequeue = new Map<string, AbortController>();
   readonly #terminalWaiters = new Map<string, Set<() => void>>();
@@ -114,7 +116,10 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     };
     this.#follower = new SessionFollower(this.api, sink, this.#policy);
     this.#watcher = new EventWatcher(this.api, {
-      onEvent: (event) => this.#follower.onEvent(event),
+      onEvent: (event) => {
+        this.#callers.onEvent(event);
+        this.#follower.onEvent(event);
+      },
       onConnected: (reconnect) => {
         if (!reconnect) return;
         // Events were missed while disconnected. A restarted opencode may not answer everything at once,
@@ -131,6 +136,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       tasks: this,
       embedded: this.#embedded,
       resumeInterrupted: options.resumeInterrupted ?? false,
+      maxDepth: this.#policy.maxDepth,
     });
   }
 
@@ -181,6 +187,14 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     if (input.parent_session_id && !(await this.api.sessionExists(input.parent_session_id))) {
       throw new TaskInputError(`parent_session_id "${input.parent_session_id}" is not a session of the opencode server at ${this.api.url}`);
     }
+    const parentTask = input.parent_session_id ? this.#store.findBySession(input.parent_session_id) : undefined;
+    const depth = parentTask ? parentTask.depth + 1 : 1;
+    if (depth > this.#policy.maxDepth) {
+      throw new TaskInputError(
+        `this launch would be ${depth} levels deep (session ${input.parent_session_id} is itself background task ${parentTask!.id}); ` +
+          `at most ${this.#policy.maxDepth} levels are allowed (limits.maxDepth)`,
+      );
+    }
     const task = createTask(
       newTaskId(),
       {
@@ -190,6 +204,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
         agent: input.agent,
         model,
         parent_session_id: input.parent_session_id ?? null,
+        depth,
         timeout_ms: input.timeout_ms && input.timeout_ms > 0 ? input.timeout_ms : this.#policy.taskTimeoutMs || null,
       },
       Date.now(),
@@ -217,6 +232,19 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
 
   list(options?: ListOptions): Task[] {
     return this.#store.list(options);
+  }
+
+  /**
+   * Which opencode session is calling `tool` with `args`, when opencode is the MCP client (it sends no
+   * session id; its event stream shows the call).
+   */
+  detectCaller(tool: OurTool, args: Record<string, unknown>, waitMs?: number): Promise<CallerDetection> {
+    return this.#callers.detect(tool, args, waitMs);
+  }
+
+  /** The tasks launched from `sessionID`, from their sessions, and so on; newest first. */
+  descendants(sessionID: string): Task[] {
+    return this.#store.descendantsOf(sessionID);
   }
 
   queuePosition(task: Task): number | null {

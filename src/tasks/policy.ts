@@ -16,6 +16,11 @@ export interface TaskPolicy {
   maxQueuedPerAgent: number;
   /** Longest result kept, in characters; a longer one keeps its head and tail. (`limits.maxResultChars`) */
   maxResultChars: number;
+  /**
+   * How deep background tasks may launch background tasks (1 = only from outside). Sessions at the
+   * deepest level are not offered this server's tools at all. (`limits.maxDepth`)
+   */
+  maxDepth: number;
 }
 
 export const DEFAULT_POLICY: TaskPolicy = {
@@ -27,6 +32,7 @@ export const DEFAULT_POLICY: TaskPolicy = {
   maxRepeatedToolCalls: 20,
   maxQueuedPerAgent: 1_000,
   maxResultChars: 100_000,
+  maxDepth: 3,
 };
 
 export const TODO_CONTINUE_PROMPT =

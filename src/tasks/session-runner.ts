@@ -20,7 +20,9 @@ export interface SessionRunnerOptions {
   watcher: EventWatcher;
   follower: SessionFollower;
   tasks: RunnerTasks;
-  disabledTools: Record<string, boolean>;
+  disabledTools: { always: Record<string, boolean>; atMaxDepth: Record<string, boolean> };
+  /** Tasks this deep get this server's tools switched off too (they may not launch deeper). */
+  maxDepth: number;
   /** The opencode was spawned by this server (its sessions do not survive our exit). */
   embedded: boolean;
   /** After a restart, send interrupted sessions a short continue prompt instead of ending them. */
@@ -107,7 +109,10 @@ export class SessionRunner {
       text,
       agent: task.agent,
       ...(task.model ? { model: task.model } : {}),
-      tools: this.#o.disabledTools,
+      tools:
+        task.depth >= this.#o.maxDepth
+          ? { ...this.#o.disabledTools.always, ...this.#o.disabledTools.atMaxDepth }
+          : this.#o.disabledTools.always,
     });
     this.#o.tasks.markPrompted(task.id);
   }

@@ -1,5 +1,5 @@
 import Database from "better-sqlite3";
-import type { ListOptions, OutboxMessage, OutboxRow, TaskStore } from "./store.js";
+import type { ListOptions, OutboxKind, OutboxMessage, OutboxRow, TaskStore } from "./store.js";
 import type { Task } from "./task.js";
 
 /** A database this server cannot use; the message names the file. Nothing was changed in it. */
@@ -38,13 +38,18 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE delivered_at IS NULL;`,
   `ALTER TABLE tasks ADD COLUMN owner TEXT NOT NULL DEFAULT 'local';
    CREATE INDEX tasks_owner ON tasks(owner, seq);`,
+  `ALTER TABLE tasks ADD COLUMN session_id TEXT;
+   ALTER TABLE tasks ADD COLUMN parent_session_id TEXT;
+   UPDATE tasks SET session_id = json_extract(data, '$.session_id'), parent_session_id = json_extract(data, '$.parent_session_id');
+   CREATE INDEX tasks_session ON tasks(session_id) WHERE session_id IS NOT NULL;
+   CREATE INDEX tasks_parent ON tasks(parent_session_id, status) WHERE parent_session_id IS NOT NULL;`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
 interface OutboxRecord {
   id: number;
   task_id: string;
-  kind: "parent_prompt";
+  kind: OutboxKind;
   target: string;
   body: string;
   attempts: number;
@@ -66,8 +71,14 @@ const toOutboxRow = (r: OutboxRecord): OutboxRow => ({
 });
 
 type TaskRow = { owner: string; data: string };
-// The owner column is the truth: rows written before it existed get the migration's default.
-const parse = (row: TaskRow | undefined): Task | undefined => (row ? { ...(JSON.parse(row.data) as Task), owner: row.owner } : undefined);
+// The owner column is the truth; fields added after a row was written get their defaults here.
+function parse(row: TaskRow | undefined): Task | undefined {
+  if (!row) return undefined;
+  const task = JSON.parse(row.data) as Task;
+  task.owner = row.owner;
+  task.depth ??= 1;
+  return task;
+}
 
 /** The embedded store: SQLite in WAL mode, one row per task (the task as JSON) plus the outbox. */
 export class SqliteTaskStore implements TaskStore {
@@ -87,8 +98,10 @@ export class SqliteTaskStore implements TaskStore {
     const db = this.#db;
     this.#statements = {
       upsert: db.prepare(
-        `INSERT INTO tasks (id, owner, status, created_at, completed_at, data) VALUES (@id, @owner, @status, @created_at, @completed_at, @data)
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at, data = excluded.data`,
+        `INSERT INTO tasks (id, owner, status, created_at, completed_at, session_id, parent_session_id, data)
+         VALUES (@id, @owner, @status, @created_at, @completed_at, @session_id, @parent_session_id, @data)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, completed_at = excluded.completed_at,
+           session_id = excluded.session_id, data = excluded.data`,
       ),
       enqueue: db.prepare(
         `INSERT INTO outbox (task_id, kind, target, body, created_at, next_attempt_at)
@@ -101,6 +114,21 @@ export class SqliteTaskStore implements TaskStore {
       ),
       unfinished: db.prepare<[], TaskRow>("SELECT owner, data FROM tasks WHERE status IN ('queued', 'running') ORDER BY seq"),
       count: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM tasks"),
+      bySession: db.prepare<[string], TaskRow>("SELECT owner, data FROM tasks WHERE session_id = ?"),
+      descendants: db.prepare<[string], TaskRow>(
+        `WITH RECURSIVE tree(id, session_id) AS (
+           SELECT id, session_id FROM tasks WHERE parent_session_id = ?
+           UNION SELECT t.id, t.session_id FROM tasks t JOIN tree ON t.parent_session_id = tree.session_id
+         )
+         SELECT owner, data FROM tasks WHERE id IN (SELECT id FROM tree) ORDER BY seq DESC`,
+      ),
+      unfinishedChildren: db.prepare<[string, string], { n: number }>(
+        "SELECT count(*) AS n FROM tasks WHERE parent_session_id = ? AND status IN ('queued', 'running') AND id <> ?",
+      ),
+      batch: db.prepare<[string, string], { task_id: string }>(
+        `SELECT task_id FROM outbox WHERE target = ? AND kind = 'parent_record'
+           AND id > coalesce((SELECT max(id) FROM outbox WHERE target = ? AND kind = 'parent_prompt'), 0) ORDER BY id`,
+      ),
       pruneOld: db.prepare("DELETE FROM tasks WHERE completed_at IS NOT NULL AND completed_at < ?"),
       pruneExcess: db.prepare(
         `DELETE FROM tasks WHERE seq IN (
@@ -120,6 +148,8 @@ export class SqliteTaskStore implements TaskStore {
       this.#statements.upsert.run({
         id: task.id,
         owner: task.owner,
+        session_id: task.session_id,
+        parent_session_id: task.parent_session_id,
         status: task.status,
         created_at: task.created_at,
         completed_at: task.completed_at,
@@ -149,6 +179,22 @@ export class SqliteTaskStore implements TaskStore {
 
   count(): number {
     return this.#statements.count.get()!.n;
+  }
+
+  findBySession(sessionID: string): Task | undefined {
+    return parse(this.#statements.bySession.get(sessionID));
+  }
+
+  descendantsOf(sessionID: string): Task[] {
+    return this.#statements.descendants.all(sessionID).map((row) => parse(row)!);
+  }
+
+  unfinishedChildren(parentSessionID: string, exceptTaskId: string): number {
+    return this.#statements.unfinishedChildren.get(parentSessionID, exceptTaskId)!.n;
+  }
+
+  recordedSinceLastWake(target: string): string[] {
+    return this.#statements.batch.all(target, target).map((r) => r.task_id);
   }
 
   prune({ finishedBefore, maxTasks }: { finishedBefore: number; maxTasks: number }): number {

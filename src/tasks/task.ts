@@ -46,6 +46,8 @@ export interface Task {
   agent: string;
   model: ModelRef | null;
   parent_session_id: string | null;
+  /** 1 for a task launched from outside; a task launched from a background session is one deeper. */
+  depth: number;
   /** Per-task watchdog; null = none. */
   timeout_ms: number | null;
   status: TaskStatus;
@@ -89,12 +91,15 @@ export interface NewTask {
   model: ModelRef | null;
   parent_session_id: string | null;
   timeout_ms: number | null;
+  /** Default 1. */
+  depth?: number;
 }
 
 export function createTask(id: string, input: NewTask, now: number): Task {
   return {
     id,
     ...input,
+    depth: input.depth ?? 1,
     status: "queued",
     session_id: null,
     created_at: now,

@@ -10,6 +10,9 @@ export interface EventStoreLimits {
   maxBytes: number;
 }
 
+/** The SDK's id for a session's standalone (GET) stream. */
+export const STANDALONE_STREAM_ID = "_GET_stream";
+
 /** Per session: the last 1000 events, at most 10 minutes old, at most 4 MiB. */
 export const DEFAULT_EVENT_LIMITS: EventStoreLimits = { maxEvents: 1_000, maxAgeMs: 10 * 60_000, maxBytes: 4 * 1024 * 1024 };
 
@@ -30,6 +33,10 @@ interface StoredEvent {
  * a millisecond, and an id names its stream even after its event was dropped. The store is bounded by
  * count, age and bytes; a client that resumes after its events were dropped gets what is still kept (it
  * should re-read task state with background_output or resources/list).
+ *
+ * It also covers a gap the SDK leaves: the GET stream gets no priming event, so a client that never
+ * received anything on it has no id to resume from. The store notes notifications sent while no GET
+ * stream was open; `undeliveredResumeId` gives the id to replay them from when the next one opens.
  */
 export class BoundedEventStore implements EventStore {
   readonly #limits: EventStoreLimits;
@@ -38,6 +45,9 @@ export class BoundedEventStore implements EventStore {
   readonly #events: StoredEvent[] = [];
   #bytes = 0;
   #seq = 0;
+  #standaloneOpen = 0;
+  /** The first GET-stream event stored while no GET stream was open, since one last opened. */
+  #undeliveredFrom: number | undefined;
 
   constructor(limits: EventStoreLimits = DEFAULT_EVENT_LIMITS, now: () => number = Date.now) {
     this.#limits = limits;
@@ -50,6 +60,7 @@ export class BoundedEventStore implements EventStore {
 
   async storeEvent(streamId: string, message: JSONRPCMessage): Promise<string> {
     const seq = ++this.#seq;
+    if (streamId === STANDALONE_STREAM_ID && this.#standaloneOpen === 0) this.#undeliveredFrom ??= seq;
     // A stream's priming event is an id with no message: nothing to replay, so nothing to keep.
     if (Object.keys(message).length > 0) {
       const bytes = Buffer.byteLength(JSON.stringify(message), "utf8");
@@ -58,6 +69,21 @@ export class BoundedEventStore implements EventStore {
     }
     this.#evict();
     return eventId(seq, streamId);
+  }
+
+  /** A GET stream request starts (`streamClosed` when its response ends). */
+  streamOpened(): void {
+    this.#standaloneOpen++;
+    this.#undeliveredFrom = undefined;
+  }
+
+  streamClosed(): void {
+    this.#standaloneOpen = Math.max(0, this.#standaloneOpen - 1);
+  }
+
+  /** For a GET without Last-Event-ID: the id after which the notifications no stream carried begin. */
+  undeliveredResumeId(): string | undefined {
+    return this.#undeliveredFrom === undefined ? undefined : eventId(this.#undeliveredFrom - 1, STANDALONE_STREAM_ID);
   }
 
   async getStreamIdForEventId(id: string): Promise<string | undefined> {

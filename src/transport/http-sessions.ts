@@ -25,13 +25,15 @@ export class HttpSession {
   readonly owner: string;
   readonly mcp: McpSession;
   readonly transport: StreamableHTTPServerTransport;
+  readonly #events: BoundedEventStore;
   #open = 0;
   #lastActive = Date.now();
 
-  constructor(owner: string, mcp: McpSession, transport: StreamableHTTPServerTransport) {
+  constructor(owner: string, mcp: McpSession, transport: StreamableHTTPServerTransport, events: BoundedEventStore) {
     this.owner = owner;
     this.mcp = mcp;
     this.transport = transport;
+    this.#events = events;
   }
 
   get id(): string | undefined {
@@ -54,7 +56,23 @@ export class HttpSession {
       this.#open--;
       this.#lastActive = Date.now();
     });
+    if (req.method === "GET") this.#openStream(req, res);
     await this.transport.handleRequest(req, res, body);
+  }
+
+  /**
+   * A GET opens the session's notification stream. Without Last-Event-ID it would start empty, losing
+   * what was sent while no stream was open; so it resumes from the first such notification instead.
+   */
+  #openStream(req: IncomingMessage, res: ServerResponse): void {
+    const resumeFrom = req.headers["last-event-id"] === undefined ? this.#events.undeliveredResumeId() : undefined;
+    if (resumeFrom !== undefined) {
+      // The SDK reads headers from rawHeaders (through @hono/node-server); keep both views in step.
+      req.headers["last-event-id"] = resumeFrom;
+      req.rawHeaders.push("Last-Event-ID", resumeFrom);
+    }
+    this.#events.streamOpened();
+    res.once("close", () => this.#events.streamClosed());
   }
 
   async close(): Promise<void> {
@@ -89,9 +107,10 @@ export class SessionRegistry {
    */
   async open(owner: string): Promise<HttpSession> {
     await this.#makeRoomFor(owner);
+    const events = new BoundedEventStore(this.#limits.events);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
-      eventStore: new BoundedEventStore(this.#limits.events),
+      eventStore: events,
       onsessioninitialized: (id) => {
         // Runs on the initialize request, after `session` below is set.
         this.#sessions.set(id, session);
@@ -100,7 +119,7 @@ export class SessionRegistry {
       },
     });
     const mcp = this.#createServer({ owner, sessionId: () => transport.sessionId });
-    const session = new HttpSession(owner, mcp, transport);
+    const session = new HttpSession(owner, mcp, transport, events);
     mcp.server.server.onclose = () => {
       this.#push.detach(mcp);
       const id = transport.sessionId;

@@ -32,8 +32,13 @@ export const Token = z
   .min(MIN_TOKEN_CHARS, `a token must have at least ${MIN_TOKEN_CHARS} characters (e.g. \`openssl rand -hex 32\`)`)
   .regex(/^[\x21-\x7e]+$/, "a token is printable ASCII without spaces");
 
-/** owner name -> token */
-export const TokenMap = z.record(OwnerName, Token);
+/** owner name -> token. Owner names are checked here rather than as the record's key schema, whose error names no rule. */
+export const TokenMap = z.record(z.string(), Token).superRefine((tokens, ctx) => {
+  for (const owner of Object.keys(tokens)) {
+    const checked = OwnerName.safeParse(owner);
+    if (!checked.success) ctx.addIssue({ code: "custom", path: [owner], message: checked.error.issues[0]!.message });
+  }
+});
 
 /** The config file's `http` section. */
 export const HttpFileConfig = z.strictObject({
