@@ -3,7 +3,8 @@
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import { ScriptedModel } from "../src/dev/model-server.js";
 import { startOpencodeSandbox, type OpencodeSandbox } from "../src/dev/opencode-sandbox.js";
-import { ParentTap } from "./parent-tap.js";
+import { OpencodeTap } from "./opencode-tap.js";
+import { waitUntil } from "./async-utils.js";
 import { BENCH_AGENTS } from "./profile.js";
 
 /** Every bench prompt carries `sample:<id>`, so a model request can be traced back to its sample. */
@@ -14,7 +15,8 @@ export interface Backend {
   model: ScriptedModel;
   opencode: OpencodeSandbox;
   sdk: OpencodeClient;
-  parents: ParentTap;
+  /** The bench's own view of opencode's events (idle sessions, parent prompts). */
+  tap: OpencodeTap;
   opencodeVersion: string;
   /** When the model streamed the last chunk of the answer for a sample (nowMs clock). */
   lastChunk(sampleId: string): number | undefined;
@@ -35,14 +37,15 @@ export async function startBackend(): Promise<Backend> {
   try {
     opencode = await startOpencodeSandbox({ modelUrl: model.url, agents });
     const sdk = createOpencodeClient({ baseUrl: opencode.url, directory: opencode.directory });
-    const parents = await ParentTap.start(opencode.url, opencode.directory);
+    const tap = await OpencodeTap.start(opencode.url, opencode.directory);
     const { data: health } = await sdk.global.health({ throwOnError: true });
+    await warmUp(sdk, tap);
     const sandbox = opencode;
     return {
       model,
       opencode: sandbox,
       sdk,
-      parents,
+      tap,
       opencodeVersion: health.version,
       lastChunk: (id) => lastChunks.get(id),
       async createParent() {
@@ -54,11 +57,11 @@ export async function startBackend(): Promise<Backend> {
           { sessionID: session.id, noReply: true, parts: [{ type: "text", text: "[[group:parents]] parent session of a benchmark task" }] },
           { throwOnError: true },
         );
-        parents.watch(session.id);
+        tap.watch(session.id);
         return session.id;
       },
       async stop() {
-        parents.stop();
+        tap.stop();
         await sandbox.stop();
         await model.close();
       },
@@ -68,4 +71,21 @@ export async function startBackend(): Promise<Backend> {
     await model.close();
     throw error;
   }
+}
+
+/**
+ * One finished run per agent, straight through the SDK: opencode's first prompt (and an agent's first use)
+ * costs seconds of one-off set-up that no scenario should measure.
+ */
+async function warmUp(sdk: OpencodeClient, tap: OpencodeTap): Promise<void> {
+  await Promise.all(
+    BENCH_AGENTS.map(async (agent) => {
+      const { data: session } = await sdk.session.create({ title: `warm-up ${agent}` }, { throwOnError: true });
+      await sdk.session.promptAsync(
+        { sessionID: session.id, agent, parts: [{ type: "text", text: "[[group:warmup]][[reply:ready]] warm-up" }] },
+        { throwOnError: true },
+      );
+      await waitUntil(`opencode's warm-up run of agent ${agent}`, () => tap.idleAt(session.id) !== undefined, 120_000);
+    }),
+  );
 }

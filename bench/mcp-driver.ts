@@ -10,6 +10,8 @@ const TERMINAL_EVENTS = new Set(["task.completed", "task.error", "task.cancelled
 
 export interface Terminal {
   event: string;
+  /** The task's opencode session, as the notification names it. */
+  sessionId: string | null;
   /** Arrival at this client, nowMs() clock. */
   at: number;
 }
@@ -51,8 +53,10 @@ export class McpDriver {
     });
     client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => {
       const at = nowMs(); // first thing: the arrival time is the measurement
-      const data = n.params.data as { event?: string; task_id?: string } | undefined;
-      if (data?.event && data.task_id && TERMINAL_EVENTS.has(data.event)) this.#arrived(data.task_id, { event: data.event, at });
+      const data = n.params.data as { event?: string; task_id?: string; session_id?: string | null } | undefined;
+      if (data?.event && data.task_id && TERMINAL_EVENTS.has(data.event)) {
+        this.#arrived(data.task_id, { event: data.event, sessionId: data.session_id ?? null, at });
+      }
     });
   }
 

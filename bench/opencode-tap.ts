@@ -1,24 +1,27 @@
-// Watches opencode's own event stream for the moment a parent session's prompt is stored: the user message
-// that names a finished task. This is what the model that launched the task will see, so it is the end
-// of the "push" path, measured at opencode rather than trusted from the MCP server.
+// The bench's own subscription to opencode's event stream. It timestamps (a) when opencode announces that
+// a session went idle, which splits a completion's latency into opencode's share and the server's, and
+// (b) when a parent session's prompt naming a finished task is stored: what the model that launched the
+// task will see, the end of the "push" path, measured at opencode rather than trusted from the server.
 import { createOpencodeClient, type Event } from "@opencode-ai/sdk/v2";
 import { nowMs } from "../src/dev/model-server.js";
 
 // Both servers name the task in the prompt: ours "bg_<12 hex>", the seed "bg_<8 hex>".
 const TASK_ID = /\bbg_[0-9a-f]{8,12}\b/;
 
-export class ParentTap {
+export class OpencodeTap {
   readonly #parents = new Set<string>();
   /** messageID -> when opencode announced the (user) message in a parent session. */
   readonly #messageSeen = new Map<string, number>();
   readonly #stored = new Map<string, number>();
+  /** sessionID -> the first session.idle (or status idle) event. */
+  readonly #idle = new Map<string, number>();
   readonly #waiters = new Map<string, Array<(at: number) => void>>();
   readonly #stop = new AbortController();
 
   private constructor() {}
 
-  static async start(url: string, directory: string): Promise<ParentTap> {
-    const tap = new ParentTap();
+  static async start(url: string, directory: string): Promise<OpencodeTap> {
+    const tap = new OpencodeTap();
     const client = createOpencodeClient({ baseUrl: url, directory });
     const { stream } = await client.event.subscribe(undefined, { signal: tap.#stop.signal, sseDefaultRetryDelay: 250 });
     const iterator = stream[Symbol.asyncIterator]() as AsyncIterator<Event>;
@@ -55,12 +58,22 @@ export class ParentTap {
     });
   }
 
+  /** When opencode first announced `sessionID` idle, if it has. */
+  idleAt(sessionID: string): number | undefined {
+    return this.#idle.get(sessionID);
+  }
+
   stop(): void {
     this.#stop.abort();
   }
 
   #onEvent(event: Event): void {
     const at = nowMs();
+    if (event.type === "session.idle" || (event.type === "session.status" && event.properties.status.type === "idle")) {
+      const { sessionID } = event.properties;
+      if (!this.#idle.has(sessionID)) this.#idle.set(sessionID, at);
+      return;
+    }
     if (event.type === "message.updated") {
       const { info } = event.properties;
       if (info.role === "user" && this.#parents.has(info.sessionID) && !this.#messageSeen.has(info.id)) this.#messageSeen.set(info.id, at);

@@ -4,6 +4,11 @@
  */
 export interface Profile {
   quick: boolean;
+  /**
+   * The seed baseline's poll period: its real 2 s in the full profile. Quick mode shortens it (and every
+   * wait that depends on it) so that the smoke test runs in seconds; its seed figures are then not the seed's.
+   */
+  seedPollMs: number;
   push: {
     /** Our server, one task at a time, near-instant model answers. */
     sequential: number;
@@ -16,31 +21,42 @@ export interface Profile {
   launch: { samples: number; seedSamples: number; limit: number; holdMs: number };
   slots: { durationMs: number; agents: Array<{ agent: string; limit: number; tasks: number }> };
   load: { tasks: number; windowMs: number };
-  scale: { running: number; rateWindowMs: number; stored: number; startSamples: number; listSamples: number; readSamples: number };
+  scale: {
+    running: number;
+    /** After the last task reached the model, before memory is read: lets the launch traffic settle. */
+    settleMs: number;
+    rateWindowMs: number;
+    stored: number;
+    startSamples: number;
+    listSamples: number;
+    readSamples: number;
+  };
 }
 
 const FULL: Profile = {
   quick: false,
+  seedPollMs: 2_000,
   push: { sequential: 100, seedSequential: 15, batches: 3, batchSize: 10 },
   launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000 },
   slots: {
-    durationMs: 2_500,
+    durationMs: 3_000,
     agents: [
       { agent: "slot_a", limit: 2, tasks: 8 },
       { agent: "slot_b", limit: 4, tasks: 16 },
     ],
   },
   load: { tasks: 20, windowMs: 60_000 },
-  scale: { running: 1_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 3, readSamples: 200 },
+  scale: { running: 1_000, settleMs: 2_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 3, readSamples: 200 },
 };
 
 const QUICK: Profile = {
   quick: true,
-  push: { sequential: 5, seedSequential: 1, batches: 1, batchSize: 3 },
-  launch: { samples: 10, seedSamples: 1, limit: 2, holdMs: 300 },
-  slots: { durationMs: 2_200, agents: [{ agent: "slot_a", limit: 2, tasks: 4 }] },
-  load: { tasks: 4, windowMs: 3_000 },
-  scale: { running: 30, rateWindowMs: 2_000, stored: 2_000, startSamples: 1, listSamples: 2, readSamples: 20 },
+  seedPollMs: 250,
+  push: { sequential: 2, seedSequential: 1, batches: 1, batchSize: 2 },
+  launch: { samples: 3, seedSamples: 1, limit: 2, holdMs: 100 },
+  slots: { durationMs: 500, agents: [{ agent: "slot_a", limit: 2, tasks: 4 }] },
+  load: { tasks: 3, windowMs: 1_000 },
+  scale: { running: 10, settleMs: 200, rateWindowMs: 500, stored: 500, startSamples: 1, listSamples: 1, readSamples: 10 },
 };
 
 export function profileFromEnv(env: NodeJS.ProcessEnv = process.env): Profile {

@@ -69,8 +69,9 @@ function cell(metric: Metric | null): string {
 
 function ratioCell(ratio: Ratio | null): string {
   if (!ratio) return "";
-  if (ratio.value !== undefined) return `${num(ratio.value)}x`;
-  return `${num(ratio.p50)}x / ${num(ratio.p95)}x / ${num(ratio.p99)}x`;
+  const x = (n: number | null | undefined): string => (n === null || n === undefined ? "n/a" : `${n}x`);
+  if (ratio.value !== undefined) return x(ratio.value);
+  return `${x(ratio.p50)} / ${x(ratio.p95)} / ${x(ratio.p99)}`;
 }
 
 /** A plain-text table: distributions as p50 / p95 / p99, then the budgets. */

@@ -36,6 +36,8 @@ export const Results = z.strictObject({
     node: z.string(),
     platform: z.string(),
     opencode: z.string(),
+    load_at_start: Figure,
+    load_at_end: Figure,
   }),
   scenarios: z.array(
     z.strictObject({

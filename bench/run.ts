@@ -8,7 +8,7 @@
 import { writeFileSync } from "node:fs";
 import { nowMs } from "../src/dev/model-server.js";
 import { startBackend, type Backend } from "./backend.js";
-import { describeMachine } from "./machine.js";
+import { describeMachine, loadAverage } from "./machine.js";
 import { DEFAULT_RESULTS } from "./paths.js";
 import { profileFromEnv, type Profile } from "./profile.js";
 import { formatReport, type ScenarioResult } from "./report.js";
@@ -37,6 +37,7 @@ async function main(): Promise<number> {
   const only = process.env.BENCH_ONLY?.split(",").map((s) => s.trim());
   const out = process.env.BENCH_OUT ?? DEFAULT_RESULTS;
   const startedAt = new Date();
+  const loadAtStart = loadAverage();
   const started = nowMs();
   const backend = await startBackend();
   const scenarios: ScenarioResult[] = [];
@@ -55,7 +56,7 @@ async function main(): Promise<number> {
     quick: profile.quick,
     started: startedAt,
     duration: figure((nowMs() - started) / 1000, "s"),
-    machine: describeMachine(backend.opencodeVersion),
+    machine: describeMachine(backend.opencodeVersion, loadAtStart),
     scenarios,
   });
   const unitless = numbersWithoutUnit(results);
@@ -63,7 +64,8 @@ async function main(): Promise<number> {
   writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
   const m = results.machine;
   console.log(`\nbackground-agents-mcp vs seed baseline, ${results.mode} run, ${results.date}`);
-  console.log(`machine: ${m.cores.value} cores (${m.cpu_model}), ${m.memory.value} MB, Node ${m.node}, ${m.platform}, opencode ${m.opencode}\n`);
+  console.log(`machine: ${m.cores.value} cores (${m.cpu_model}), ${m.memory.value} MB, Node ${m.node}, ${m.platform}, opencode ${m.opencode}`);
+  console.log(`load average (1 min): ${m.load_at_start.value} at start, ${m.load_at_end.value} at end\n`);
   console.log(formatReport(scenarios));
   console.log(`\n${results.summary.passed} budgets pass, ${results.summary.failed} fail; took ${results.duration.value} s; wrote ${out}`);
   return process.env.BENCH_STRICT === "1" && results.summary.failed > 0 ? 1 : 0;

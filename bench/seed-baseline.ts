@@ -14,7 +14,7 @@ import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { OpencodeClient } from "@opencode-ai/sdk/v2";
 
-const POLL_MS = 2_000;
+export const SEED_POLL_MS = 2_000;
 const NOTIFY_DELAY_MS = 200;
 const TASK_TTL_MS = 30 * 60 * 1000;
 
@@ -62,12 +62,15 @@ export class SeedManager extends EventEmitter<{ completed: [SeedTask] }> {
   readonly #client: OpencodeClient;
   readonly #limits: { default: number; agents: Record<string, number> };
   readonly #semaphores = new Map<string, Semaphore>();
+  readonly #pollMs: number;
   #poller: NodeJS.Timeout | undefined;
 
-  constructor(client: OpencodeClient, limits: { default: number; agents: Record<string, number> }) {
+  /** `pollMs` is the seed's 2 s unless the bench's quick mode shortens it. */
+  constructor(client: OpencodeClient, limits: { default: number; agents: Record<string, number> }, pollMs = SEED_POLL_MS) {
     super();
     this.#client = client;
     this.#limits = limits;
+    this.#pollMs = pollMs;
   }
 
   async launch(input: { description: string; prompt: string; agent: string; parentSessionID?: string }): Promise<SeedTask> {
@@ -131,7 +134,7 @@ export class SeedManager extends EventEmitter<{ completed: [SeedTask] }> {
   #startPolling(): void {
     if (this.#poller) return;
     // setInterval does not wait for a slow poll: with many tasks, polls overlap, as they did in the seed.
-    this.#poller = setInterval(() => void this.#poll().catch(() => undefined), POLL_MS);
+    this.#poller = setInterval(() => void this.#poll().catch(() => undefined), this.#pollMs);
     this.#poller.unref();
   }
 

@@ -1,6 +1,7 @@
 // The seed baseline behind the same MCP tools and transport as our server (stdio, background_task /
 // background_output), so the bench drives both through identical client code and the same opencode.
-// Run by the bench as a child process: node seed-server.js --opencode-url U --directory D --concurrency a=n
+// Run by the bench as a child process:
+//   node seed-server.js --opencode-url U --directory D [--concurrency agent=n]... [--poll-ms 2000]
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
@@ -13,6 +14,7 @@ const { values } = parseArgs({
     "opencode-url": { type: "string" },
     directory: { type: "string" },
     concurrency: { type: "string", multiple: true },
+    "poll-ms": { type: "string" },
   },
 });
 if (!values["opencode-url"] || !values.directory) {
@@ -26,7 +28,7 @@ for (const spec of values.concurrency ?? []) {
 }
 
 const client = createOpencodeClient({ baseUrl: values["opencode-url"], directory: values.directory });
-const manager = new SeedManager(client, limits);
+const manager = new SeedManager(client, limits, values["poll-ms"] ? Number(values["poll-ms"]) : undefined);
 const server = new McpServer({ name: "seed-baseline", version: "0.0.0" }, { capabilities: { logging: {}, tools: {} } });
 
 const view = (task: SeedTask) => ({

@@ -11,6 +11,8 @@ export type Side = "ours" | "seed";
 export const SIDES: readonly Side[] = ["ours", "seed"];
 
 export interface SpawnOptions {
+  /** Seed only: its poll period (quick mode shortens it). */
+  seedPollMs?: number;
   concurrency: Record<string, number>;
   /** Default: the sandbox's opencode itself. */
   opencodeUrl?: string;
@@ -36,7 +38,8 @@ export async function spawnSide(side: Side, backend: Backend, options: SpawnOpti
     ...Object.entries(options.concurrency).flatMap(([agent, n]) => ["--concurrency", `${agent}=${n}`]),
   ];
   if (side === "seed") {
-    const driver = await McpDriver.spawn("seed", SEED_SERVER, common);
+    const poll = options.seedPollMs ? ["--poll-ms", String(options.seedPollMs)] : [];
+    const driver = await McpDriver.spawn("seed", SEED_SERVER, [...common, ...poll]);
     return { driver, close: () => driver.close() };
   }
   const fresh = options.dataDir === undefined ? mkdtempSync(join(tmpdir(), "bench-data-")) : undefined;

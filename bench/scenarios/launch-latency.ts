@@ -32,7 +32,7 @@ export async function launchLatency(backend: Backend, profile: Profile): Promise
     },
     notes: [
       `Ours: ${profile.launch.samples} launches in a row onto an agent whose ${profile.launch.limit} slots are held; each returns queued.`,
-      `Seed: its launch blocks until a slot frees. Each sample frees the oldest held slot ${profile.launch.holdMs} ms after the call starts, so its figure is that wait plus the seed's poll lag (<= 2 s), its 200 ms notification delay and the session create.`,
+      `Seed: its launch blocks until a slot frees. Each sample frees the oldest held slot ${profile.launch.holdMs} ms after the call starts, so its figure is that wait plus the seed's poll lag (<= ${profile.seedPollMs} ms), its 200 ms notification delay and the session create.`,
     ],
   };
 }
@@ -62,7 +62,8 @@ async function measureOurs(backend: Backend, profile: Profile): Promise<{ rtts: 
 
 async function measureSeed(backend: Backend, profile: Profile): Promise<number[]> {
   const { limit, seedSamples, holdMs } = profile.launch;
-  const spawned = await spawnSide("seed", backend, { concurrency: { gate: limit } });
+  const poll = profile.seedPollMs;
+  const spawned = await spawnSide("seed", backend, { concurrency: { gate: limit }, seedPollMs: profile.seedPollMs });
   // One hold key per task, so that exactly one slot is freed at a time.
   const held: string[] = [];
   const launch = (key: string) =>
@@ -73,7 +74,7 @@ async function measureSeed(backend: Backend, profile: Profile): Promise<number[]
       held.push(`gate-seed-f${i}`);
     }
     await waitUntil("the fillers at the model", () => backend.model.inFlight("gate-seed") === limit, 30_000);
-    await sleep(2_500); // a poll must see them busy, or the seed never finds them done
+    await sleep(poll + 500); // a poll must see them busy, or the seed never finds them done
     const rtts: number[] = [];
     for (let i = 0; i < seedSamples; i++) {
       const key = `gate-seed-${i}`;
@@ -83,7 +84,7 @@ async function measureSeed(backend: Backend, profile: Profile): Promise<number[]
       rtts.push((await pending).rttMs);
       held.push(key);
       await waitUntil("the new task at the model", () => backend.model.inFlight("gate-seed") === limit, 30_000);
-      await sleep(2_100); // likewise: seen busy before it is released in a later sample
+      if (i < seedSamples - 1) await sleep(poll + 100); // likewise: seen busy before a later sample releases it
     }
     return rtts;
   } finally {

@@ -64,7 +64,7 @@ export async function opencodeLoad(backend: Backend, profile: Profile): Promise<
 async function measure(backend: Backend, profile: Profile, side: Side): Promise<Load> {
   const { tasks, windowMs } = profile.load;
   const proxy = await CountingProxy.start(backend.opencode.url);
-  const spawned = await spawnSide(side, backend, { concurrency: { load: tasks }, opencodeUrl: proxy.url });
+  const spawned = await spawnSide(side, backend, { concurrency: { load: tasks }, opencodeUrl: proxy.url, seedPollMs: profile.seedPollMs });
   const group = `load-${side}`;
   try {
     const launched = await Promise.all(

@@ -52,16 +52,16 @@ export async function scaleRunning(backend: Backend, profile: Profile): Promise<
     ],
     details: { tasks: figure(n, "tasks"), ours, seed },
     notes: [
-      "RSS: VmRSS of the server process from /proc, read 2 s after every task's request had reached the model; the seed baseline is the same Node + MCP SDK + opencode SDK stack, so the figures compare like with like.",
+      `RSS: VmRSS of the server process from /proc, read ${profile.scale.settleMs} ms after every task's request had reached the model; the seed baseline is the same Node + MCP SDK + opencode SDK stack, so the figures compare like with like.`,
       "The seed's poll reads every running task's messages one after another; with this many tasks one poll outlasts its 2 s interval and polls overlap.",
     ],
   };
 }
 
 async function measure(backend: Backend, profile: Profile, side: Side): Promise<Running> {
-  const { running: n, rateWindowMs } = profile.scale;
+  const { running: n, rateWindowMs, settleMs } = profile.scale;
   const proxy = await CountingProxy.start(backend.opencode.url);
-  const spawned = await spawnSide(side, backend, { concurrency: { scale: n }, opencodeUrl: proxy.url });
+  const spawned = await spawnSide(side, backend, { concurrency: { scale: n }, opencodeUrl: proxy.url, seedPollMs: profile.seedPollMs });
   const group = `scale-${side}`;
   try {
     const started = nowMs();
@@ -72,7 +72,7 @@ async function measure(backend: Backend, profile: Profile, side: Side): Promise<
     );
     await waitUntil(`${n} ${side} tasks at the model`, () => backend.model.inFlight(group) === n, 600_000);
     const allRunning = nowMs() - started;
-    await sleep(2_000); // let the last launches' requests settle
+    await sleep(settleMs); // let the last launches' requests settle
     const rss = spawned.driver.memory();
     const cpuBefore = spawned.driver.cpuMs();
     const from = nowMs();

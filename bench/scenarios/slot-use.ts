@@ -82,7 +82,7 @@ function withUnits({ limit, tasks, waves, ...figures }: AgentRun): Record<string
 
 async function measure(backend: Backend, profile: Profile, side: Side): Promise<AgentRun[]> {
   const { durationMs, agents } = profile.slots;
-  const spawned = await spawnSide(side, backend, { concurrency: Object.fromEntries(agents.map((a) => [a.agent, a.limit])) });
+  const spawned = await spawnSide(side, backend, { concurrency: Object.fromEntries(agents.map((a) => [a.agent, a.limit])), seedPollMs: profile.seedPollMs });
   const group = (agent: string): string => `slots-${side}-${agent}`;
   try {
     const plan = agents.flatMap((a) => Array.from({ length: a.tasks }, (_, i) => ({ agent: a.agent, id: `${group(a.agent)}-${i}` })));

@@ -238,7 +238,9 @@ function openUsable(path: string): Database.Database {
   let db: Database.Database | undefined;
   try {
     db = new Database(path);
-    db.prepare("SELECT count(*) FROM sqlite_master").get();
+    // Reads every page once: damaged task pages are found now, not by a later query.
+    const check = db.pragma("quick_check", { simple: true });
+    if (check !== "ok") throw new Error(`integrity check failed: ${String(check)}`);
   } catch (error) {
     db?.close();
     throw new StoreError(

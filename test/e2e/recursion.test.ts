@@ -1,5 +1,5 @@
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -34,7 +34,7 @@ afterAll(async () => {
   await model?.close();
 });
 
-it("offers a background session neither opencode's task tool nor this server's tools", async () => {
+it("never offers a background session opencode's task tool, nor this server's tools at the deepest level", async () => {
   const sdk = createOpencodeClient({ baseUrl: opencode.url, directory: opencode.directory });
   await waitFor("opencode to connect to the bg MCP server", async () => {
     const status = (await sdk.mcp.status()).data as Record<string, { status: string }> | undefined;
@@ -46,14 +46,23 @@ it("offers a background session neither opencode's task tool nor this server's t
   const baseline = model.requests.find((r) => r.firstUserText.includes("plain-session"))!;
   expect(baseline.toolNames).toEqual(expect.arrayContaining(["task", "bg_background_task", "bg_background_output", "bg_background_cancel"]));
 
-  const mcp = await McpHarness.connect(["--opencode-url", opencode.url, "--directory", opencode.directory]);
-  try {
-    const task = await mcp.ok<{ task_id: string }>("background_task", { agent: "alpha", description: "no recursion", prompt: "[[reply:ok]] bg-session" });
-    await mcp.ok("background_output", { task_id: task.task_id, block: true, timeout_ms: 60_000 });
-    const request = model.requests.find((r) => r.firstUserText.includes("bg-session"))!;
-    expect(request.toolNames).toContain("bash");
-    expect(request.toolNames.filter((t) => t === "task" || t.includes("background_"))).toEqual([]);
-  } finally {
-    await mcp.close();
+  // At the deepest allowed level (limits.maxDepth 1: only launches from outside) the session is offered
+  // neither; below it (the default, 3) it may launch background tasks of its own, but never `task`.
+  for (const maxDepth of [1, 3]) {
+    const config = join(mkdtempSync(join(tmpdir(), "bg-depth-")), "config.json");
+    writeFileSync(config, JSON.stringify({ limits: { maxDepth } }));
+    const mcp = await McpHarness.connect(["--opencode-url", opencode.url, "--directory", opencode.directory, "--config", config]);
+    try {
+      const marker = `bg-session-depth-${maxDepth}`;
+      const task = await mcp.ok<{ task_id: string }>("background_task", { agent: "alpha", description: "depth", prompt: `[[reply:ok]] ${marker}` });
+      await mcp.ok("background_output", { task_id: task.task_id, block: true, timeout_ms: 60_000 });
+      const request = model.requests.find((r) => r.firstUserText.includes(marker))!;
+      expect(request.toolNames).toContain("bash");
+      expect(request.toolNames).not.toContain("task");
+      const ours = request.toolNames.filter((t) => t.includes("background_"));
+      expect(ours).toEqual(maxDepth === 1 ? [] : expect.arrayContaining(["bg_background_task", "bg_background_output", "bg_background_cancel"]));
+    } finally {
+      await mcp.close();
+    }
   }
 });

@@ -121,8 +121,11 @@ export class SimulatedOpencode implements OpencodeApi {
   readonly prompts: PromptRecord[] = [];
   /** Sessions whose run was aborted during a retry back-off (no session.error, no assistant error). */
   readonly abortedInBackoff = new Set<string>();
+  /** How each session's runs ended, in order: an answer, a provider failure, or an abort. */
+  readonly runEnds = new Map<string, Array<{ kind: "answer" | "failure" | "abort"; text: string }>>();
   /** The texts each session's runs finished with, in order. */
   readonly answers = new Map<string, string[]>();
+  readonly toasts: Array<{ title: string; message: string; variant: string }> = [];
   readonly permissionReplies: Array<{ requestID: string; reply: string; message?: string }> = [];
   /** Titles of every session ever created (deleted ones included), in creation order. */
   readonly createdTitles: string[] = [];
@@ -327,6 +330,11 @@ export class SimulatedOpencode implements OpencodeApi {
     });
   }
 
+  /** `tui.showToast`: opencode answers true even with no TUI attached. */
+  showToast(toast: { title: string; message: string; variant: "info" | "success" | "warning" | "error" }): Promise<void> {
+    return this.#call("show a toast", () => void this.toasts.push({ ...toast }));
+  }
+
   async events(signal: AbortSignal, onError: (error: unknown) => void): Promise<AsyncGenerator<Event>> {
     this.requestCount++;
     this.activity++;
@@ -344,6 +352,7 @@ export class SimulatedOpencode implements OpencodeApi {
     this.#resolvePermission(run);
     run.phase = "busy";
     this.answers.set(sessionID, [...(this.answers.get(sessionID) ?? []), text]);
+    this.#recordEnd(sessionID, "answer", text);
     for (let answered = 0; answered <= run.queued; answered++) {
       const step = this.#step(session, run);
       const part = this.#textPart(sessionID, step.info.id, "");
@@ -375,6 +384,7 @@ export class SimulatedOpencode implements OpencodeApi {
       data: { message, statusCode, isRetryable: statusCode >= 500, responseBody: JSON.stringify({ error: { message } }), metadata: { url: "http://127.0.0.1/v1/chat/completions" } },
     };
     this.#emitSession(sessionID, sessionErrorEvent(this.#id("evt"), sessionID, error));
+    this.#recordEnd(sessionID, "failure", message);
     const step = this.#step(session, run);
     const info = step.info as AssistantMessage;
     info.error = error;
@@ -719,6 +729,7 @@ export class SimulatedOpencode implements OpencodeApi {
       return;
     }
     this.#resolvePermission(run);
+    this.#recordEnd(sessionID, "abort", "Aborted");
     const inBackoff = run.phase === "retry";
     const step = this.#step(session, run);
     const info = step.info as AssistantMessage;
@@ -747,6 +758,10 @@ export class SimulatedOpencode implements OpencodeApi {
       this.#emitSession(sessionID, statusEvent(this.#id("evt"), sessionID, { type: "idle" }));
       this.#emitSession(sessionID, { id: this.#id("evt"), type: "session.idle", properties: { sessionID } });
     }
+  }
+
+  #recordEnd(sessionID: string, kind: "answer" | "failure" | "abort", text: string): void {
+    this.runEnds.set(sessionID, [...(this.runEnds.get(sessionID) ?? []), { kind, text }]);
   }
 
   #resolvePermission(run: Run): void {

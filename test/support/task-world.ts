@@ -94,6 +94,7 @@ export class TaskWorld {
   readonly #tolerate: ReadonlySet<KnownBug>;
   readonly #endedUnreachable = new Set<string>();
   #keys = 0;
+  readonly #progressSeen = new Map<string, Set<string>>();
   #refilling = false;
 
   private constructor(options: WorldOptions) {
@@ -105,7 +106,7 @@ export class TaskWorld {
       api: this.sim,
       store: this.store,
       concurrency: { default: 1, agents: { ...options.limits } },
-      disabledTools: { task: false },
+      disabledTools: { always: { task: false }, atMaxDepth: {} },
       sweepIntervalMs: options.sweepIntervalMs ?? 500,
       policy: { ...DEFAULT_POLICY, ...options.policy },
     });
@@ -232,12 +233,13 @@ export class TaskWorld {
 
   #onChange({ event, task }: TaskChange): void {
     const key = task.description;
-    this.note(`  ${event} ${key} ${task.session_id ?? ""} ${task.error ?? task.result ?? ""}`);
+    this.note(`· ${event} ${key} ${task.session_id ?? ""} ${task.error ?? task.result ?? ""}`);
     const previous = this.status.get(task.id);
     if (previous && isTerminal(previous)) this.violations.push(`${key}: "${event}" announced after it was ${previous}`);
     const stored = this.store.get(task.id);
     if (stored?.status !== task.status) this.violations.push(`${key}: "${event}" announced before it was stored (store has ${stored?.status})`);
     this.status.set(task.id, task.status);
+    if (!this.#refilling) this.#tallyProgress(event, task);
     if (TERMINAL_EVENTS.has(event)) {
       const n = (this.terminalEvents.get(task.id) ?? 0) + 1;
       this.terminalEvents.set(task.id, n);
@@ -270,7 +272,7 @@ export class TaskWorld {
     const bug = this.#orphanBug(task.id);
     if (!this.#tolerate.has(bug)) return true;
     tally(`known bug: ${bug}`);
-    this.note(`  [known bug ${bug}] ${task.description}: its run would start after it ended; dropped`);
+    this.note(`· [known bug ${bug}] ${task.description}: its run would start after it ended; dropped`);
     return false;
   }
 
@@ -281,8 +283,22 @@ export class TaskWorld {
   #knownOrphan(taskId: string, sessionID: string, bug: KnownBug): void {
     if (!this.#tolerate.has(bug)) return;
     tally(`known bug: ${bug}`);
-    this.note(`  [known bug ${bug}] ${taskId}: ended while opencode still runs ${sessionID}; aborted by the world`);
+    this.note(`· [known bug ${bug}] ${taskId}: ended while opencode still runs ${sessionID}; aborted by the world`);
     this.sim.abortRun(sessionID);
+  }
+
+  #tallyProgress(event: TaskChange["event"], task: TaskChange["task"]): void {
+    const seen = this.#progressSeen.get(task.id) ?? new Set<string>();
+    this.#progressSeen.set(task.id, seen);
+    const mark = (what: string): void => {
+      if (!seen.has(what)) tally(`progress.${what}`);
+      seen.add(what);
+    };
+    if (event === "task.retrying") mark("retrying");
+    if (task.progress.permission) mark(`permission ${task.progress.permission.decision}`);
+    if (task.progress.stalled_since) mark("stalled");
+    if (task.progress.todo_continuations) mark(`todo continuation ${task.progress.todo_continuations}`);
+    if (task.progress.incomplete_todos?.length) mark("completed with incomplete todos");
   }
 
   /** Checks that hold at any moment. */
@@ -329,16 +345,20 @@ export class TaskWorld {
     this.sim.dropEvents(false);
     for (const agent of this.agents) this.sim.addAgent(agent);
     this.sim.reconnect();
-    await this.advance(600); // a stream that ended reconnects after the watcher's back-off
-    // One more reconnect, so that the manager resyncs whatever it missed while events were dropped.
-    this.sim.disconnect("sdk");
-    this.sim.reconnect();
     await this.settle();
+    // A stream that ended or threw reconnects after the watcher's back-off (250 ms, doubling).
+    for (let wait = 0; wait < 5 && !this.sim.streamConnected; wait++) await this.advance(300);
+    if (this.sim.droppedEvents > 0) {
+      // One more reconnect, so that the manager resyncs whatever it missed while events were lost.
+      this.sim.disconnect("sdk");
+      this.sim.reconnect();
+      await this.settle();
+    }
     for (let round = 0; round < 60 && !this.#allTerminal(); round++) {
       this.sim.takeUpAll();
       this.sim.finishAll("drained");
       await this.settle();
-      await this.advance(round < 10 ? 200 : 1_000);
+      if (!this.#allTerminal()) await this.advance(round < 10 ? 200 : 1_000);
     }
     this.check();
   }

@@ -232,13 +232,13 @@ describe("parseCli refusals", () => {
     configError(() => parseCli(["--config"], {}, cwd));
   });
 
-  it("refuses a transport other than stdio, naming it and what is allowed", () => {
-    const error = configError(() => parseCli(["--transport", "http"], {}, cwd));
-    expect(error.message).toContain("http");
-    expect(error.message).toContain("stdio");
+  it("refuses a transport other than stdio or http, naming it and what is allowed", () => {
+    const error = configError(() => parseCli(["--transport", "sse"], {}, cwd));
+    expect(error.message).toContain("sse");
+    expect(error.message).toContain("stdio, http");
   });
 
-  it("refuses a transport other than stdio in the file", () => {
+  it("refuses a transport other than stdio or http in the file", () => {
     const file = configFile({ transport: "sse" });
     const error = configError(() => settings(["--config", file]));
     expect(error.message).toContain("transport");
