@@ -11,5 +11,6 @@ export default tseslint.config(
       "no-console": ["error", { allow: ["error", "warn"] }],
     },
   },
-  { files: ["src/dev/**", "bench/**", "test/**"], rules: { "no-console": "off" } },
+  { files: ["src/dev/**", "bench/**", "test/**", "scripts/**"], rules: { "no-console": "off" } },
+  { files: ["**/*.mjs"], languageOptions: { globals: { URL: "readonly", console: "readonly", process: "readonly" } } },
 );
