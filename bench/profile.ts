@@ -46,7 +46,7 @@ const FULL: Profile = {
     ],
   },
   load: { tasks: 20, windowMs: 60_000 },
-  scale: { running: 1_000, settleMs: 2_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 3, readSamples: 200 },
+  scale: { running: 1_000, settleMs: 2_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 2, readSamples: 200 },
 };
 
 const QUICK: Profile = {

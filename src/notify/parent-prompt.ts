@@ -154,7 +154,10 @@ function preview(task: Task, max: number): string {
 
 /** Recorded without a model turn: other tasks of the same parent are still going. */
 export function recordText(task: Task): string {
-  return `${headline(task)}${preview(task, 300)}\nOther background tasks of this session are still running: you will be prompted once when they are all done.`;
+  return (
+    `${headline(task)}${preview(task, 300)}\nRead the full output with background_output {"task_id": "${task.id}"}.\n` +
+    `Other background tasks of this session are still running: you will be prompted once when they are all done.`
+  );
 }
 
 /** The wake-up: the task that ended the batch, then one line per task of the batch. */

@@ -1,4 +1,5 @@
 import { execFile } from "node:child_process";
+import http from "node:http";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,7 +7,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../src/opencode/embedded.js";
 import { CLI } from "./harness.js";
-import { HttpMcpClient, HttpServerProcess, INIT_BODY, MCP_HEADERS, rawRequest } from "./http-harness.js";
+import { HttpMcpClient, HttpServerProcess, INIT_BODY, MCP_HEADERS, rawRequest, type RawResponse } from "./http-harness.js";
 
 // No opencode is needed to test the HTTP layer: the server starts and serves against an unreachable one.
 const TOKEN = "test-token-0123456789abcdef";
@@ -74,9 +75,18 @@ describe("HTTP transport security", () => {
   });
 
   it("rejects an oversized body with 413, a non-JSON body with 415 and invalid JSON with 400", async () => {
-    const big = Buffer.alloc(5 * 1024 * 1024, "a");
-    const tooLarge = await rawRequest(server.url, { method: "POST", headers: { ...MCP_HEADERS, ...auth }, body: big });
+    // Refused on its declared length, before the body is read (so only a little of it is sent here).
+    const tooLarge = await new Promise<RawResponse>((resolve, reject) => {
+      const req = http.request(server.url, { method: "POST", headers: { ...MCP_HEADERS, ...auth, "Content-Length": String(5 * 1024 * 1024) } }, (res) => {
+        let body = "";
+        res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+        res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+      });
+      req.on("error", reject);
+      req.write("a".repeat(1024));
+    });
     expect(tooLarge.status).toBe(413);
+    expect(tooLarge.headers.connection).toBe("close");
     expect(tooLarge.body).toMatch(/exceeds 4194304 bytes/);
     const text = await rawRequest(server.url, { method: "POST", headers: { ...MCP_HEADERS, ...auth, "Content-Type": "text/plain" }, body: INIT_BODY });
     expect(text.status).toBe(415);

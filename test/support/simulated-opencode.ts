@@ -802,15 +802,17 @@ export class SimulatedOpencode implements OpencodeApi {
 
   #emit(event: Event): void {
     this.activity++;
-    const live = [...this.#connections].filter((c) => !c.lost);
-    if (this.#dropping || live.length === 0) {
-      this.droppedEvents++;
-      return;
+    // Events are built fresh for each emit (parts and infos cloned), so they can be shared.
+    let delivered = false;
+    if (!this.#dropping) {
+      for (const connection of this.#connections) {
+        if (connection.lost) continue;
+        connection.queue.push(event);
+        connection.wake?.();
+        delivered = true;
+      }
     }
-    for (const connection of live) {
-      connection.queue.push(structuredClone(event));
-      connection.wake?.();
-    }
+    if (!delivered) this.droppedEvents++;
   }
 
   #loseConnections(): void {

@@ -80,7 +80,11 @@ export class TaskWorld {
   readonly limits: Record<string, number>;
   readonly agents: string[];
   readonly tasks: TaskRecord[] = [];
+  /** Each task's status, session and agent as last announced (cheaper than reading the store). */
   readonly status = new Map<string, TaskStatus>();
+  readonly #sessionOf = new Map<string, string>();
+  readonly #sessionTask = new Map<string, { id: string; key: string }>();
+  readonly #running = new Map<string, number>();
   readonly terminalEvents = new Map<string, number>();
   readonly cancelledWhileQueued = new Set<string>();
   /** Broken invariants, as readable lines; a property asserts this stays empty. */
@@ -184,7 +188,7 @@ export class TaskWorld {
   }
 
   sessionOf(record: TaskRecord): string | null {
-    return this.store.get(record.id)?.session_id ?? null;
+    return this.#sessionOf.get(record.id) ?? null;
   }
 
   /** Even indexes count from the newest task (where the action is), odd ones from the oldest. */
@@ -236,8 +240,18 @@ export class TaskWorld {
     this.note(`· ${event} ${key} ${task.session_id ?? ""} ${task.error ?? task.result ?? ""}`);
     const previous = this.status.get(task.id);
     if (previous && isTerminal(previous)) this.violations.push(`${key}: "${event}" announced after it was ${previous}`);
-    const stored = this.store.get(task.id);
-    if (stored?.status !== task.status) this.violations.push(`${key}: "${event}" announced before it was stored (store has ${stored?.status})`);
+    if (event !== "task.progress") {
+      const stored = this.store.get(task.id);
+      if (stored?.status !== task.status) this.violations.push(`${key}: "${event}" announced before it was stored (store has ${stored?.status})`);
+    }
+    if (task.session_id && !this.#sessionOf.has(task.id)) {
+      this.#sessionOf.set(task.id, task.session_id);
+      this.#sessionTask.set(task.session_id, { id: task.id, key });
+    }
+    if (previous !== task.status) {
+      if (previous === "running") this.#running.set(task.agent, (this.#running.get(task.agent) ?? 1) - 1);
+      if (task.status === "running") this.#running.set(task.agent, (this.#running.get(task.agent) ?? 0) + 1);
+    }
     this.status.set(task.id, task.status);
     if (!this.#refilling) this.#tallyProgress(event, task);
     if (TERMINAL_EVENTS.has(event)) {
@@ -259,7 +273,7 @@ export class TaskWorld {
       if (run) this.#knownOrphan(task.id, run.sessionID, this.sim.unreachable ? "abort-unreachable" : "prompt-race");
     }
     if (event === "task.running") {
-      const running = [...this.status.entries()].filter(([id, s]) => s === "running" && this.store.get(id)?.agent === task.agent).length;
+      const running = this.#running.get(task.agent) ?? 0;
       const limit = this.limits[task.agent] ?? 1;
       if (running > limit) this.violations.push(`${key}: ${running} tasks of agent ${task.agent} running at once (limit ${limit})`);
     }
@@ -267,12 +281,13 @@ export class TaskWorld {
 
   /** A run about to start for a task that already ended is an orphan: tolerated ones never start. */
   #mayRun(sessionID: string): boolean {
-    const task = this.manager.list({ limit: 10_000 }).find((t) => t.session_id === sessionID);
-    if (!task || !isTerminal(task.status)) return true;
+    const task = this.#sessionTask.get(sessionID);
+    const status = task && this.status.get(task.id);
+    if (!task || !status || !isTerminal(status)) return true;
     const bug = this.#orphanBug(task.id);
     if (!this.#tolerate.has(bug)) return true;
     tally(`known bug: ${bug}`);
-    this.note(`· [known bug ${bug}] ${task.description}: its run would start after it ended; dropped`);
+    this.note(`· [known bug ${bug}] ${task.key}: its run would start after it ended; dropped`);
     return false;
   }
 
@@ -308,20 +323,20 @@ export class TaskWorld {
       const limit = this.limits[agent] ?? 1;
       if (max > limit) this.#once(`opencode ran ${max} sessions of agent ${agent} at once (limit ${limit})`);
     }
-    for (const id of this.cancelledWhileQueued) {
-      const key = this.store.get(id)?.description;
-      if (!key) continue;
-      if (this.sim.createdTitles.some((t) => t.startsWith(`${key} (`)) || this.sim.prompts.some((p) => p.text === `prompt for ${key}`)) {
-        this.#once(`${key}: cancelled while queued, yet it reached opencode`);
+    if (this.cancelledWhileQueued.size > 0) {
+      const reached = new Set([...this.sim.createdTitles.map((t) => t.split(" ")[0]), ...this.sim.prompts.map((p) => p.text.slice("prompt for ".length))]);
+      for (const id of this.cancelledWhileQueued) {
+        const key = this.tasks.find((t) => t.id === id)?.key;
+        if (key && reached.has(key)) this.#once(`${key}: cancelled while queued, yet it reached opencode`);
       }
     }
     for (const run of this.sim.activeRuns()) {
-      const key = run.title.split(" ")[0]!;
-      const record = this.tasks.find((t) => t.key === key);
-      const status = record && this.store.get(record.id)?.status;
-      if (status && isTerminal(status)) {
+      const task = this.#sessionTask.get(run.sessionID);
+      const status = task && this.status.get(task.id);
+      const key = task?.key ?? run.title;
+      if (task && status && isTerminal(status)) {
         // A tolerated orphan not yet taken up is dropped by the run gate when it would start.
-        if (run.phase === "pending" && this.#tolerate.has(this.#orphanBug(record.id))) continue;
+        if (run.phase === "pending" && this.#tolerate.has(this.#orphanBug(task.id))) continue;
         const line = `${key}: ${status}, but opencode is still running its session ${run.sessionID} (${run.phase})`;
         if (!this.orphans.includes(line)) this.orphans.push(line);
       }
@@ -364,7 +379,7 @@ export class TaskWorld {
   }
 
   #allTerminal(): boolean {
-    return this.#inFlight.size === 0 && this.tasks.every((t) => isTerminal(this.store.get(t.id)?.status ?? "queued"));
+    return this.#inFlight.size === 0 && this.tasks.every((t) => isTerminal(this.status.get(t.id) ?? "queued"));
   }
 
   /** After `drain()`: everything ended once, and every slot is free again. */
