@@ -1,10 +1,10 @@
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Polls `probe` every 20 ms until it holds; throws naming `what` after `timeoutMs`. */
-export async function waitUntil(what: string, probe: () => boolean, timeoutMs: number): Promise<void> {
+/** Polls `probe` every 20 ms until it holds; throws naming `what` (and `progress()`) after `timeoutMs`. */
+export async function waitUntil(what: string, probe: () => boolean, timeoutMs: number, progress?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${progress ? ` (${progress()})` : ""}`);
     await sleep(20);
   }
 }

@@ -35,7 +35,9 @@ export async function startBackend(): Promise<Backend> {
   const agents = Object.fromEntries(BENCH_AGENTS.map((name) => [name, { description: `Benchmark agent ${name}` }]));
   let opencode: OpencodeSandbox | undefined;
   try {
-    opencode = await startOpencodeSandbox({ modelUrl: model.url, agents });
+    // opencode runs on Bun, whose fetch sends at most 256 requests at once by default; scenario 5a needs
+    // 1,000 model requests in flight. (With a stock opencode, at most 256 tasks are at the model at once.)
+    opencode = await startOpencodeSandbox({ modelUrl: model.url, agents, env: { BUN_CONFIG_MAX_HTTP_REQUESTS: "4096" } });
     const sdk = createOpencodeClient({ baseUrl: opencode.url, directory: opencode.directory });
     const tap = await OpencodeTap.start(opencode.url, opencode.directory);
     const { data: health } = await sdk.global.health({ throwOnError: true });

@@ -36,7 +36,7 @@ export interface Profile {
 const FULL: Profile = {
   quick: false,
   seedPollMs: 2_000,
-  push: { sequential: 100, seedSequential: 15, batches: 3, batchSize: 10 },
+  push: { sequential: 60, seedSequential: 10, batches: 3, batchSize: 10 },
   launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000 },
   slots: {
     durationMs: 3_000,

@@ -28,8 +28,9 @@ const SCENARIOS: Array<[string, Scenario]> = [
   ["2", launchLatency],
   ["3", slotUse],
   ["4", opencodeLoad],
-  ["5a", scaleRunning],
+  // 5b before 5a: opencode keeps finishing 5a's 1,000 released sessions for a while afterwards.
   ["5b", scaleStore],
+  ["5a", scaleRunning],
 ];
 
 async function main(): Promise<number> {

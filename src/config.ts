@@ -31,6 +31,10 @@ export const ConfigFile = z.strictObject({
   notifications: z
     .strictObject({
       parentPrompt: z.boolean().optional().describe("Prompt the parent session when a task ends (default true)"),
+      claudeChannel: z
+        .boolean()
+        .optional()
+        .describe('Act as a Claude Code channel: declare experimental "claude/channel" and push a channel event when a task ends (default false)'),
     })
     .optional(),
   transport: z.enum(["stdio", "http"]).optional(),
@@ -85,6 +89,8 @@ export interface Settings {
   directory: string;
   concurrency: ConcurrencyLimits;
   parentPrompt: boolean;
+  /** Declare the `claude/channel` capability and send `notifications/claude/channel` when a task ends. */
+  claudeChannel: boolean;
   transport: "stdio" | "http";
   /** Listen address and tokens; set when transport is "http". */
   http: HttpSettings | undefined;
@@ -113,6 +119,8 @@ Options:
                            "default"); several owners: "auth" in the config file
   --data-dir <dir>         where task state is kept (env BACKGROUND_AGENTS_DATA_DIR;
                            default: the per-user data directory, e.g. ~/.local/share/background-agents-mcp)
+  --claude-channel         act as a Claude Code channel: a <channel> event reaches the model when a task ends
+                           (start Claude Code with --dangerously-load-development-channels server:<name>)
   --help                   show this help
   --version                show the version
 
@@ -139,6 +147,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
         port: { type: "string" },
         token: { type: "string" },
         "data-dir": { type: "string" },
+        "claude-channel": { type: "boolean" },
         help: { type: "boolean" },
         version: { type: "boolean" },
       },
@@ -185,6 +194,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
       directory: resolve(cwd, parsed.directory ?? file.opencode?.directory ?? "."),
       concurrency,
       parentPrompt: file.notifications?.parentPrompt ?? true,
+      claudeChannel: parsed["claude-channel"] ?? file.notifications?.claudeChannel ?? false,
       transport,
       http,
       dataDir: resolve(cwd, parsed["data-dir"] ?? env.BACKGROUND_AGENTS_DATA_DIR ?? file.dataDir ?? defaultDataDir()),
@@ -230,7 +240,7 @@ export function loadConfigFile(path: string): ConfigFile {
     });
     throw new ConfigError(
       `invalid config file ${path}:\n${problems.join("\n")}\n` +
-        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.parentPrompt, transport, http.{host,port}, auth.{tokens,tokensFile}, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
+        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.{parentPrompt,claudeChannel}, transport, http.{host,port}, auth.{tokens,tokensFile}, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
         `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars,maxDepth}`,
     );
   }

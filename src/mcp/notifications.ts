@@ -1,5 +1,7 @@
 import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
 import type { TaskChange } from "../tasks/manager.js";
+import { formatMs } from "../tasks/session-runner.js";
+import { durationMs, type Task } from "../tasks/task.js";
 import { toView, type QueuePositions } from "./task-view.js";
 
 /** What is pushed about a task change; push.ts decides who gets it. */
@@ -36,4 +38,38 @@ export function taskLogMessage({ event, task }: TaskChange, queue: QueuePosition
       ...(event === "task.retrying" ? { retry: view.progress.retry } : {}),
     },
   };
+}
+
+/** Claude Code's channel notification: its `content` reaches the model as a `<channel>` event, `meta` as the tag's attributes. */
+export const CLAUDE_CHANNEL_METHOD = "notifications/claude/channel";
+/** The experimental capability that makes Claude Code listen for it. */
+export const CLAUDE_CHANNEL_CAPABILITY = "claude/channel";
+
+export interface ChannelEvent {
+  content: string;
+  /** Identifier keys and string values: Claude Code turns them into attributes of the `<channel>` tag. */
+  meta: Record<string, string>;
+}
+
+const CHANNEL_PREVIEW_CHARS = 300;
+
+/** The channel event for a task that has ended: which task, how it ended, a preview or the error, and how to read it. */
+export function channelEvent(task: Task): ChannelEvent {
+  const ms = durationMs(task, task.completed_at ?? Date.now());
+  const took = ms === null ? null : formatMs(ms);
+  const outcome =
+    task.status === "completed"
+      ? `completed${took ? ` in ${took}` : ""}`
+      : task.status === "error"
+        ? `failed${took ? ` after ${took}` : ""}: ${task.error ?? "unknown error"}`
+        : `was cancelled${took ? ` after ${took}` : " before it started"}${task.error ? ` (${task.error})` : ""}`;
+  const lines = [`Background task ${task.id} "${task.description}" (agent ${task.agent}) ${outcome}.`];
+  if (task.status === "completed") lines.push(task.result ? `Preview: ${oneLine(task.result, CHANNEL_PREVIEW_CHARS)}` : "The agent wrote no text.");
+  lines.push(`Read its output with background_output {"task_id": "${task.id}"}.`);
+  return { content: lines.join("\n"), meta: { task_id: task.id, status: task.status, agent: task.agent } };
+}
+
+function oneLine(text: string, max: number): string {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
 }

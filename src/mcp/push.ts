@@ -2,7 +2,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import { log } from "../log.js";
 import type { TaskChange, TaskManager } from "../tasks/manager.js";
 import { isTerminal } from "../tasks/task.js";
-import { taskLogMessage, taskUri } from "./notifications.js";
+import { toMcpTask } from "./mcp-tasks.js";
+import { channelEvent, taskLogMessage, taskUri } from "./notifications.js";
 import type { McpSession } from "./session.js";
 
 /**
@@ -13,7 +14,11 @@ import type { McpSession } from "./session.js";
  *   session has gone (or for a task launched before this process started), to all of them, so a client
  *   that reconnects with a new session still hears how its tasks end; plus every session that subscribed
  *   the task's resource;
- * - any change: `notifications/resources/updated` to the sessions that subscribed the task's resource.
+ * - any change: `notifications/resources/updated` to the sessions that subscribed the task's resource;
+ * - start and end: `notifications/tasks/status` (MCP Tasks) to the same sessions as the log message
+ *   (launcher, else all), among those that speak MCP Tasks;
+ * - end, when the server is a Claude Code channel (`--claude-channel`): `notifications/claude/channel`
+ *   to the launcher, else to all the owner's sessions.
  * A failed push is logged and never touches the task.
  */
 export class TaskPushRouter {
@@ -61,15 +66,28 @@ export class TaskPushRouter {
 
     if (event === "task.queued") for (const session of owned) this.#send(session, change, () => session.resourceListChanged());
 
+    const launcher = this.#launchedBy.get(task.id);
+    // The launching session, or (once it has gone, or for a task from before this process) all the owner's.
+    const told = launcher === undefined ? owned : owned.filter((session) => session === launcher);
     const message = taskLogMessage(change, this.#manager);
     if (message) {
-      const launcher = this.#launchedBy.get(task.id);
       for (const session of owned) {
-        if (launcher === undefined || launcher === session || session.subscribed(uri)) this.#send(session, change, () => session.log(message));
+        if (told.includes(session) || session.subscribed(uri)) this.#send(session, change, () => session.log(message));
       }
     }
 
     for (const session of owned) if (session.subscribed(uri)) this.#send(session, change, () => session.resourceUpdated(uri));
+
+    // The task started or ended. (Its creation is answered by the task-augmented call itself.)
+    const statusChanged = event === `task.${task.status}`;
+    if (statusChanged && task.status !== "queued") {
+      const status = toMcpTask(task, this.#manager);
+      for (const session of told) if (session.usesTasks) this.#send(session, change, () => session.taskStatus(status));
+    }
+    if (statusChanged && isTerminal(task.status)) {
+      const channel = channelEvent(task);
+      for (const session of told) if (session.channel) this.#send(session, change, () => session.channelEvent(channel));
+    }
 
     if (isTerminal(task.status)) this.#launchedBy.delete(task.id);
   }

@@ -1,6 +1,7 @@
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { ErrorCode, ListResourcesRequestSchema, McpError, type Resource } from "@modelcontextprotocol/sdk/types.js";
+import { ListResourcesRequestSchema, McpError, type Resource } from "@modelcontextprotocol/sdk/types.js";
 import type { Task } from "../tasks/task.js";
+import { decodeCursor, encodeCursor } from "./cursor.js";
 import { taskUri } from "./notifications.js";
 import type { OwnedTasks } from "./owned-tasks.js";
 import { toView } from "./task-view.js";
@@ -28,9 +29,8 @@ export function registerTaskResources(server: McpServer, tasks: OwnedTasks): voi
     },
   );
   // Replaces the SDK's resources/list, which cannot page: the cursor is an offset into the owner's tasks.
-  // A task created between two pages shifts the list by one, so a task may appear twice; none is skipped.
   server.server.setRequestHandler(ListResourcesRequestSchema, async (request) => {
-    const offset = decodeCursor(request.params?.cursor);
+    const offset = decodeCursor(request.params?.cursor, "resources/list");
     const page = tasks.list({ limit: RESOURCE_PAGE_SIZE + 1, offset });
     const resources = page.slice(0, RESOURCE_PAGE_SIZE).map(toResource);
     return page.length > RESOURCE_PAGE_SIZE ? { resources, nextCursor: encodeCursor(offset + RESOURCE_PAGE_SIZE) } : { resources };
@@ -39,15 +39,4 @@ export function registerTaskResources(server: McpServer, tasks: OwnedTasks): voi
 
 function toResource(task: Task): Resource {
   return { uri: taskUri(task.id), name: task.id, title: `${task.description} (${task.status})`, mimeType: "application/json" };
-}
-
-function encodeCursor(offset: number): string {
-  return Buffer.from(`offset:${offset}`, "utf8").toString("base64url");
-}
-
-function decodeCursor(cursor: string | undefined): number {
-  if (cursor === undefined) return 0;
-  const match = /^offset:(\d{1,9})$/.exec(Buffer.from(cursor, "base64url").toString("utf8"));
-  if (!match) throw new McpError(ErrorCode.InvalidParams, `Invalid cursor "${cursor}": pass back the nextCursor of an earlier resources/list, or no cursor for the first page`);
-  return Number(match[1]);
 }

@@ -94,9 +94,14 @@ export const TaskView = z.object({
 });
 export type TaskView = z.infer<typeof TaskView>;
 
+/**
+ * A launch answers with the first six fields (status queued or running). Through MCP Tasks, the same
+ * call's final result (tasks/result) is the task's full view, as background_output gives it.
+ */
 export const BackgroundTaskOutput = {
+  ...TaskView.partial().shape,
   task_id: z.string(),
-  status: z.enum(["queued", "running"]),
+  status: Status,
   agent: z.string(),
   description: z.string(),
   session_id: z.string().nullable(),

@@ -1,10 +1,12 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import type { z } from "zod";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
 import { toTranscript } from "../opencode/transcript.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
 import { callerOf, detectionNote } from "./caller.js";
+import { LAUNCH_ANSWER } from "./mcp-tasks.js";
 import type { OwnedTasks } from "./owned-tasks.js";
 import { progressHeartbeat } from "./progress.js";
 import {
@@ -41,7 +43,9 @@ function asToolError(error: unknown): CallToolResult {
 
 /** The three tools, over one owner's tasks: another owner's task_id is unknown here. */
 export function registerTools(server: McpServer, tasks: OwnedTasks, options: ToolOptions): void {
-  server.registerTool(
+  // Registered as a task tool (taskSupport "optional") so clients that speak MCP Tasks can run it as one;
+  // see McpTaskStore for how a plain call still gets the launch answer at once.
+  server.experimental.tasks.registerToolTask(
     "background_task",
     {
       title: "Launch a background agent task",
@@ -51,30 +55,16 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       inputSchema: BackgroundTaskInput,
       outputSchema: BackgroundTaskOutput,
       annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+      execution: { taskSupport: "optional" },
     },
-    async (args) => {
-      try {
-        // opencode sends no session id: find the calling session, which becomes the parent. An explicit one wins.
-        const caller = args.parent_session_id ? undefined : await callerOf(server, tasks.manager, "background_task", args);
-        const parent = caller?.kind === "found" ? caller.sessionID : args.parent_session_id;
-        const task = await tasks.launch({ ...args, ...(parent ? { parent_session_id: parent } : {}) });
-        const view = toView(task, tasks);
-        const where = view.status === "queued" ? `queued (position ${view.queue_position})` : "running";
-        const how =
-          task.parent_session_id && options.parentPrompt
-            ? `When it ends, session ${task.parent_session_id} will be prompted with the outcome: do not poll; carry on with other work.`
-            : `Call background_output with task_id "${task.id}" and block: true when you need the result.`;
-        return ok(`Launched ${task.id} on agent ${task.agent} (${where}). ${how}${detectionNote(caller)}`, {
-          task_id: view.task_id,
-          status: view.status,
-          agent: view.agent,
-          description: view.description,
-          session_id: view.session_id,
-          queue_position: view.queue_position,
-        });
-      } catch (error) {
-        return asToolError(error);
-      }
+    {
+      createTask: async (args, extra) => {
+        const answer = await launchTask(server, tasks, options, args);
+        return { task: await extra.taskStore.createTask({ ttl: extra.taskRequestedTtl, context: { [LAUNCH_ANSWER]: answer } }) };
+      },
+      // The SDK never calls these two (tasks/get and tasks/result read the task store); if it ever does, they agree with it.
+      getTask: async (_args, extra) => extra.taskStore.getTask(extra.taskId),
+      getTaskResult: async (_args, extra) => (await extra.taskStore.getTaskResult(extra.taskId)) as CallToolResult,
     },
   );
 
@@ -157,6 +147,34 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       return ok(text, { cancelled, skipped });
     },
   );
+}
+
+type BackgroundTaskArgs = z.infer<z.ZodObject<typeof BackgroundTaskInput>>;
+
+/** Launches a task: the answer of background_task, an error result when the launch is refused. */
+async function launchTask(server: McpServer, tasks: OwnedTasks, options: ToolOptions, args: BackgroundTaskArgs): Promise<CallToolResult> {
+  try {
+    // opencode sends no session id: find the calling session, which becomes the parent. An explicit one wins.
+    const caller = args.parent_session_id ? undefined : await callerOf(server, tasks.manager, "background_task", args);
+    const parent = caller?.kind === "found" ? caller.sessionID : args.parent_session_id;
+    const task = await tasks.launch({ ...args, ...(parent ? { parent_session_id: parent } : {}) });
+    const view = toView(task, tasks);
+    const where = view.status === "queued" ? `queued (position ${view.queue_position})` : "running";
+    const how =
+      task.parent_session_id && options.parentPrompt
+        ? `When it ends, session ${task.parent_session_id} will be prompted with the outcome: do not poll; carry on with other work.`
+        : `Call background_output with task_id "${task.id}" and block: true when you need the result.`;
+    return ok(`Launched ${task.id} on agent ${task.agent} (${where}). ${how}${detectionNote(caller)}`, {
+      task_id: view.task_id,
+      status: view.status,
+      agent: view.agent,
+      description: view.description,
+      session_id: view.session_id,
+      queue_position: view.queue_position,
+    });
+  } catch (error) {
+    return asToolError(error);
+  }
 }
 
 /** What a progress notification says while background_output waits for `task`. */

@@ -341,7 +341,10 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
 
   async #checkAgent(agent: string): Promise<void> {
     const fresh = this.#agents && Date.now() - this.#agents.at < 60_000;
-    if (!fresh || !this.#agents!.names.includes(agent)) {
+    // With a cached list, a health check (cheap even while opencode is busy) still makes a launch fail at
+    // once, naming the URL, when opencode is down.
+    if (fresh && this.#agents!.names.includes(agent)) await this.api.health();
+    else {
       const agents = await this.api.agents();
       this.#agents = { names: agents.filter((a) => !a.hidden).map((a) => a.name), at: Date.now() };
     }

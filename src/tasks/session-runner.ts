@@ -39,6 +39,8 @@ export const CONTINUE_PROMPT =
  */
 export class SessionRunner {
   readonly #o: SessionRunnerOptions;
+  /** Tasks being stopped: aborts in flight, the terminal state not yet stored. */
+  readonly #stopping = new Set<string>();
 
   constructor(options: SessionRunnerOptions) {
     this.#o = options;
@@ -100,12 +102,17 @@ export class SessionRunner {
     } finally {
       clearTimeout(timer);
       const sessionID = tasks.get(taskId)?.session_id;
-      if (sessionID) follower.unfollow(sessionID);
+      if (sessionID) {
+        follower.unfollow(sessionID);
+        // An abort that has not reached opencode yet: the session may still run, so the slot stays taken.
+        await follower.whenStopped(sessionID);
+      }
     }
   }
 
   async #prompt(task: Task, text: string): Promise<void> {
-    await this.#o.api.prompt(task.session_id!, {
+    const sessionID = task.session_id!;
+    await this.#o.api.prompt(sessionID, {
       text,
       agent: task.agent,
       ...(task.model ? { model: task.model } : {}),
@@ -115,6 +122,24 @@ export class SessionRunner {
           : this.#o.disabledTools.always,
     });
     this.#o.tasks.markPrompted(task.id);
+    // Stopped while the prompt was in flight: that abort found no run, so stop the run the prompt started.
+    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#abort(task.id, sessionID);
+  }
+
+  /**
+   * Aborts the session of an ending task. The follower then keeps it stopped: it retries an abort that
+   * did not reach opencode, and aborts again a run that starts anyway (a prompt that raced the abort).
+   */
+  async #abort(taskId: string, sessionID: string): Promise<void> {
+    // Watched from before the abort is sent: a run that shows up busy meanwhile is aborted again.
+    this.#o.follower.keepStopped(sessionID, false);
+    try {
+      await this.#o.api.abort(sessionID);
+      this.#o.follower.keepStopped(sessionID, true);
+    } catch (error) {
+      log.warn("could not abort a session; will retry when opencode answers", { taskId, sessionID, error: String(error) });
+      this.#o.follower.retryAbort(sessionID);
+    }
   }
 
   /** After a crash between prompt and record: opencode has our user message if the prompt went through. */
@@ -152,15 +177,18 @@ export class SessionRunner {
 
   /** Aborts a running task's session and ends the task with `status` and `reason`. */
   async stop(taskId: string, status: Exclude<TerminalStatus, "completed">, reason: string): Promise<void> {
-    const { api, tasks, follower } = this.#o;
+    const { tasks, follower } = this.#o;
     const sessionID = tasks.get(taskId)?.session_id;
-    if (sessionID) {
-      follower.markAborting(sessionID);
-      await api.abort(sessionID).catch((error: unknown) => {
-        log.warn("could not abort a session", { taskId, sessionID, error: String(error) });
-      });
+    this.#stopping.add(taskId);
+    try {
+      if (sessionID) {
+        follower.markAborting(sessionID);
+        await this.#abort(taskId, sessionID);
+      }
+      tasks.finish(taskId, status, { error: reason });
+    } finally {
+      this.#stopping.delete(taskId);
     }
-    tasks.finish(taskId, status, { error: reason });
   }
 
   #ended(taskId: string): boolean {

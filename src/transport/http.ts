@@ -45,7 +45,7 @@ export class HttpListenError extends Error {
  */
 export async function serveHttp(runtime: Runtime, settings: HttpSettings, options: HttpOptions = {}): Promise<HttpTransport> {
   const push = new TaskPushRouter(runtime.manager);
-  const deps = { manager: runtime.manager, push, parentPrompt: runtime.settings.parentPrompt };
+  const deps = { manager: runtime.manager, push, parentPrompt: runtime.settings.parentPrompt, claudeChannel: runtime.settings.claudeChannel };
   const sessions = new SessionRegistry((client) => createMcpServer(deps, client), push, options.sessions ?? DEFAULT_SESSION_LIMITS);
   const handler = new McpHttpHandler({
     auth: Object.keys(settings.tokens).length ? new BearerTokens(settings.tokens) : new NoAuth(LOCAL_OWNER),

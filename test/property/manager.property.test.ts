@@ -10,7 +10,13 @@
  * - nothing is logged at level error.
  *
  * Time is fake (vitest timers: setTimeout/setInterval/Date) and moves only in `advance` steps, so a
- * failing seed replays exactly: rerun with `{ seed, path }` from the failure report.
+ * failing seed replays exactly. Knobs (environment):
+ * - FC_SEED=<seed> [FC_PATH=<path>]: replay a reported failure;
+ * - FC_RUNS_SCALE=<x>: multiply every numRuns (a soak: FC_RUNS_SCALE=10);
+ * - FC_SIZE=small|medium|large: length of the command sequences of the broad property;
+ * - FC_TALLIES=1: print what happened across all runs (outcomes, known bugs hit, progress kinds);
+ * - SHOW_KNOWN_BUGS=1: run the known-bug properties as plain tests, to see their counterexamples;
+ * - WORLD_TRACE=1: print every step and task change as it happens.
  */
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -18,12 +24,12 @@ import { captureLogs, tallies, TaskWorld, type KnownBug, type Pause, type WorldO
 import type { DisconnectMode } from "../support/simulated-opencode.js";
 
 const AGENTS = ["explore", "general", "plan"] as const;
-/** Runs per property; FC_RUNS=<n> scales them (e.g. a long soak). */
+/** Runs per property; FC_RUNS_SCALE=<x> scales them (e.g. a long soak). */
 const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
 const runs = (n: number): number => Math.max(1, Math.round(n * SCALE));
 
 /** Tolerated in the broad property until fixed; each has its own `it.fails` property below. */
-const KNOWN_BUGS: KnownBug[] = ["prompt-race", "abort-unreachable", "retry-abort", "launch-unreachable"];
+const KNOWN_BUGS: KnownBug[] = [];
 
 type Model = object;
 type Command = fc.AsyncCommand<Model, TaskWorld>;
@@ -248,10 +254,10 @@ describe("task manager against a simulated opencode", () => {
             if (world.violations.length || world.orphans.length) expect.fail(world.report());
           },
         ),
-        { numRuns: runs(700), ...replay() },
+        { numRuns: runs(1_000), ...replay() },
       );
     },
-    timeout(30_000),
+    timeout(60_000),
   );
 
   it(
@@ -352,9 +358,12 @@ describe("task manager against a simulated opencode", () => {
  * fails today, so it is marked `it.fails`. When a bug is fixed its `it.fails` starts failing: turn it
  * into `it` and drop the bug from KNOWN_BUGS.
  */
-describe("known bugs (it.fails until fixed)", () => {
-  it.fails(
-    "BUG prompt-race: a task cancelled while its prompt_async request is in flight leaves its session running in opencode",
+/** SHOW_KNOWN_BUGS=1 runs them as plain tests, to see each counterexample and failure message. */
+const knownBug = it;
+
+describe("bugs these properties found, fixed (regressions)", () => {
+  knownBug(
+    "fixed prompt-race: a task cancelled while its prompt_async request is in flight leaves its session running in opencode",
     async () => {
       // Minimal: latency 1, launch, 2 event-loop turns, cancel. The abort reaches opencode before the prompt
       // does; the prompt then starts a run nobody aborts, and the agent's slot is free for the next task.
@@ -368,7 +377,7 @@ describe("known bugs (it.fails until fixed)", () => {
             await world.manager.cancel(task.id);
             await world.settle();
             world.check();
-            expect(world.orphans).toEqual([]);
+            expect(world.orphans, world.report()).toEqual([]);
           } finally {
             world.dispose();
           }
@@ -378,8 +387,8 @@ describe("known bugs (it.fails until fixed)", () => {
     },
   );
 
-  it.fails(
-    "BUG abort-unreachable: a task stopped while opencode is unreachable ends, but its session runs on once opencode is back",
+  knownBug(
+    "fixed abort-unreachable: a task stopped while opencode is unreachable ends, but its session runs on once opencode is back",
     async () => {
       await fc.assert(
         fc.asyncProperty(fc.constantFrom("cancel", "timeout"), fc.integer(), async (how, seed) => {
@@ -396,7 +405,7 @@ describe("known bugs (it.fails until fixed)", () => {
             world.sim.setUnreachable(false);
             await world.advance(1_000);
             world.check();
-            expect(world.orphans).toEqual([]);
+            expect(world.orphans, world.report()).toEqual([]);
           } finally {
             world.dispose();
           }
@@ -406,8 +415,8 @@ describe("known bugs (it.fails until fixed)", () => {
     },
   );
 
-  it.fails(
-    "BUG retry-abort: a task cancelled or timed out during a provider retry back-off ends `completed` with an empty result",
+  knownBug(
+    "fixed retry-abort: a task cancelled or timed out during a provider retry back-off ends `completed` with an empty result",
     async () => {
       await fc.assert(
         fc.asyncProperty(fc.constantFrom("cancel", "timeout"), fc.integer({ min: 1, max: 3 }), fc.integer(), async (how, latency, seed) => {
@@ -432,8 +441,8 @@ describe("known bugs (it.fails until fixed)", () => {
     },
   );
 
-  it.fails(
-    "BUG launch-unreachable: once the agent list is cached, a launch while opencode is unreachable succeeds instead of failing fast",
+  knownBug(
+    "fixed launch-unreachable: once the agent list is cached, a launch while opencode is unreachable succeeds instead of failing fast",
     async () => {
       const world = await TaskWorld.create({ limits: { explore: 1 } });
       try {

@@ -21,6 +21,7 @@ import { captureLogs, loggedErrors } from "../support/task-world.js";
 
 const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
 const runs = (n: number): number => Math.max(1, Math.round(n * SCALE));
+const TIMEOUT = Math.round(30_000 * Math.max(1, SCALE)) + 30_000;
 
 const TOOLS = {
   background_task: z.object(BackgroundTaskInput),
@@ -88,7 +89,7 @@ const taskId: fc.Arbitrary<unknown> = fc.oneof(
 const weird: fc.Arbitrary<unknown> = fc.oneof(
   fc.constantFrom(null, true, false, 0, -0, -1, 1.5, -1e21, 1e21, Number.MAX_SAFE_INTEGER, 2 ** 53 + 2, "", " ", "\u0000", "\n\t", "NaN", "-1"),
   fc.integer(),
-  fc.double(), // NaN and Infinity turn into null on the wire, as JSON has them not
+  fc.double(), // JSON has no NaN or Infinity: on the wire they become null
   fc.string({ unit: "binary", maxLength: 50 }),
   fc.string({ unit: "grapheme", maxLength: 50 }),
   fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 }),
@@ -261,8 +262,25 @@ describe("fuzzing the tools through MCP", () => {
         runs(name === "background_task" ? 600 : 500),
       );
       await stillServing();
-    });
+    }, TIMEOUT);
   }
+
+  it("oversized inputs (1.1 MB prompt, description, task_id) are refused with the reason", async () => {
+    const big = "é".repeat(550_001); // 1.1 MB of UTF-8 in 550,001 characters
+    const cases: Array<[ToolName, Record<string, unknown>, RegExp]> = [
+      ["background_task", { description: "Big prompt", prompt: big, agent: "explore" }, /1 MB|bytes/],
+      ["background_task", { description: big, prompt: "Say hi.", agent: "explore" }, /description/],
+      ["background_output", { task_id: big }, /Unknown task_id/],
+      ["background_cancel", { task_id: big }, /Unknown task_id/],
+    ];
+    for (const [name, args, reason] of cases) {
+      const outcome = await call(name, args);
+      expect(problem(name, args, outcome)).toBeNull();
+      const result = (outcome as { result: CallToolResult }).result;
+      expect(result.isError).toBe(true);
+      expect(textOf(result)).toMatch(reason);
+    }
+  });
 
   it("any JSON value (and any value, as JSON carries it) as the arguments of any tool", async () => {
     await check(
@@ -278,7 +296,7 @@ describe("fuzzing the tools through MCP", () => {
       runs(800),
     );
     await stillServing();
-  });
+  }, TIMEOUT);
 
   it("a burst of concurrent fuzzed calls to all three tools leaves the server answering", async () => {
     await check(
@@ -298,5 +316,5 @@ describe("fuzzing the tools through MCP", () => {
     await sim.settle();
     await stillServing();
     expect(loggedErrors).toEqual([]);
-  });
+  }, TIMEOUT);
 });

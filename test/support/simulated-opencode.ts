@@ -145,7 +145,7 @@ export class SimulatedOpencode implements OpencodeApi {
   readonly #waitingForStream = new Set<() => void>();
   readonly #permissions = new Map<string, string>();
   readonly #opts: Required<Omit<SimulatedOpencodeOptions, "url" | "directory" | "agents" | "seed">>;
-  #random: () => number;
+  readonly #random: () => number;
   #ids = 0;
   #streamUp = true;
   #unreachable = false;
@@ -769,9 +769,11 @@ export class SimulatedOpencode implements OpencodeApi {
     run.permission = null;
   }
 
+  /** Deletes a session and (as opencode does) its children, one `session.deleted` each. */
   #delete(sessionID: string): void {
     const session = this.#sessions.get(sessionID);
     if (!session) return;
+    for (const child of [...this.#sessions.values()]) if (child.info.parentID === sessionID) this.#delete(child.info.id);
     const run = session.run;
     if (run) {
       // The model call stops, but a busy status stays behind until someone aborts the deleted id.

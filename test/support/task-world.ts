@@ -316,8 +316,12 @@ export class TaskWorld {
     if (task.progress.incomplete_todos?.length) mark("completed with incomplete todos");
   }
 
-  /** Checks that hold at any moment. */
-  check(): void {
+  /**
+   * Checks that hold at any moment. A task stopped while opencode was unreachable may leave its run going
+   * until opencode answers again and the manager's abort retry gets through: that is checked strictly
+   * (`strict`) only once the drain has restored opencode and given the retry time.
+   */
+  check(strict = false): void {
     for (const agent of this.agents) {
       const max = this.sim.maxRunning.get(agent) ?? 0;
       const limit = this.limits[agent] ?? 1;
@@ -335,6 +339,7 @@ export class TaskWorld {
       const status = task && this.status.get(task.id);
       const key = task?.key ?? run.title;
       if (task && status && isTerminal(status)) {
+        if (!strict && this.#endedUnreachable.has(task.id)) continue;
         // A tolerated orphan not yet taken up is dropped by the run gate when it would start.
         if (run.phase === "pending" && this.#tolerate.has(this.#orphanBug(task.id))) continue;
         const line = `${key}: ${status}, but opencode is still running its session ${run.sessionID} (${run.phase})`;
@@ -363,6 +368,9 @@ export class TaskWorld {
     await this.settle();
     // A stream that ended or threw reconnects after the watcher's back-off (250 ms, doubling).
     for (let wait = 0; wait < 5 && !this.sim.streamConnected; wait++) await this.advance(300);
+    // Aborts that could not reach opencode are retried with back-off (1 s doubling to 30 s).
+    for (let wait = 0; wait < 70 && this.#unreachableOrphans() > 0; wait++) await this.advance(1_000);
+    this.check(true);
     if (this.sim.droppedEvents > 0) {
       // One more reconnect, so that the manager resyncs whatever it missed while events were lost.
       this.sim.disconnect("sdk");
@@ -376,6 +384,14 @@ export class TaskWorld {
       if (!this.#allTerminal()) await this.advance(round < 10 ? 200 : 1_000);
     }
     this.check();
+  }
+
+  #unreachableOrphans(): number {
+    return this.sim.activeRuns().filter((run) => {
+      const task = this.#sessionTask.get(run.sessionID);
+      const status = task && this.status.get(task.id);
+      return task !== undefined && status !== undefined && isTerminal(status) && this.#endedUnreachable.has(task.id);
+    }).length;
   }
 
   #allTerminal(): boolean {

@@ -244,3 +244,13 @@ describe("parseCli refusals", () => {
     expect(error.message).toContain("transport");
   });
 });
+
+describe("parseCli --claude-channel", () => {
+  it("is off by default, on with the flag or notifications.claudeChannel, and the flag wins over the file", () => {
+    expect(settings([]).claudeChannel).toBe(false);
+    expect(settings(["--claude-channel"]).claudeChannel).toBe(true);
+    expect(settings(["--config", configFile({ notifications: { claudeChannel: true } })]).claudeChannel).toBe(true);
+    expect(settings(["--config", configFile({ notifications: { claudeChannel: false } }), "--claude-channel"]).claudeChannel).toBe(true);
+    expect(loadConfigFileError(configFile({ notifications: { claudeChannel: "yes" } })).message).toContain("notifications.claudeChannel");
+  });
+});

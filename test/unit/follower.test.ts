@@ -145,6 +145,15 @@ class FakeApi implements FollowerApi {
     this.replies.push({ requestID, reply, message });
     if (this.replyError) throw this.replyError;
   }
+
+  readonly aborts: string[] = [];
+  /** When set, abort rejects with it (opencode unreachable). */
+  abortError: Error | null = null;
+
+  async abort(sessionID: string): Promise<void> {
+    this.aborts.push(sessionID);
+    if (this.abortError) throw this.abortError;
+  }
 }
 
 async function flush(): Promise<void> {
