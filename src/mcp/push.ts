@@ -15,10 +15,9 @@ import type { McpSession } from "./session.js";
  *   that reconnects with a new session still hears how its tasks end; plus every session that subscribed
  *   the task's resource;
  * - any change: `notifications/resources/updated` to the sessions that subscribed the task's resource;
- * - start and end: `notifications/tasks/status` (MCP Tasks) to the same sessions as the log message
- *   (launcher, else all), among those that speak MCP Tasks;
- * - end, when the server is a Claude Code channel (`--claude-channel`): `notifications/claude/channel`
- *   to the launcher, else to all the owner's sessions.
+ * - end: `notifications/tasks/status` (MCP Tasks) to the same sessions as the log message (launcher,
+ *   else all), among those that speak MCP Tasks; and, when the server is a Claude Code channel
+ *   (`--claude-channel`), `notifications/claude/channel` to the same sessions.
  * A failed push is logged and never touches the task.
  */
 export class TaskPushRouter {
@@ -78,13 +77,11 @@ export class TaskPushRouter {
 
     for (const session of owned) if (session.subscribed(uri)) this.#send(session, change, () => session.resourceUpdated(uri));
 
-    // The task started or ended. (Its creation is answered by the task-augmented call itself.)
-    const statusChanged = event === `task.${task.status}`;
-    if (statusChanged && task.status !== "queued") {
+    // The task ended. As an MCP task it was "working" until now (queued and running are both "working"),
+    // so this is its one status change after the CreateTaskResult.
+    if (event === `task.${task.status}` && isTerminal(task.status)) {
       const status = toMcpTask(task, this.#manager);
       for (const session of told) if (session.usesTasks) this.#send(session, change, () => session.taskStatus(status));
-    }
-    if (statusChanged && isTerminal(task.status)) {
       const channel = channelEvent(task);
       for (const session of told) if (session.channel) this.#send(session, change, () => session.channelEvent(channel));
     }
