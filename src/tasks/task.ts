@@ -83,17 +83,11 @@ export function canTransition(from: TaskStatus, to: TaskStatus): boolean {
   return ALLOWED[from].includes(to);
 }
 
-export interface NewTask {
-  owner: string;
-  description: string;
-  prompt: string;
-  agent: string;
-  model: ModelRef | null;
-  parent_session_id: string | null;
-  timeout_ms: number | null;
+/** What a launch supplies; everything else starts empty. */
+export type NewTask = Pick<Task, "owner" | "description" | "prompt" | "agent" | "model" | "parent_session_id" | "timeout_ms"> & {
   /** Default 1. */
   depth?: number;
-}
+};
 
 export function createTask(id: string, input: NewTask, now: number): Task {
   return {
