@@ -4,6 +4,7 @@ import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session
 import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
+import { StoppedSessions } from "./stopped-sessions.js";
 import type { Task, TaskProgress, TerminalStatus, Todo } from "./task.js";
 
 /** The opencode calls the follower makes (a seam tests can feed with recorded answers). */
@@ -48,8 +49,6 @@ interface Followed {
 const PREVIEW = 200;
 /** After prompt_async, the session may not show as busy for up to ~1.2 s on a cold instance. */
 const TAKE_UP_GRACE_MS = 5_000;
-/** How long an aborted session is watched for a run that starts anyway. */
-const STOPPED_WATCH_MS = 5 * 60_000;
 
 /**
  * Follows the sessions of running tasks through opencode's event stream and turns what it sees into
@@ -61,18 +60,14 @@ export class SessionFollower {
   readonly #sink: TaskSink;
   readonly #policy: TaskPolicy;
   readonly #bySession = new Map<string, Followed>();
-  /**
-   * Sessions of ended tasks that must not run, for a while after we aborted them: the abort may not have
-   * reached opencode (retried at each resync), or may have raced a run that was only starting (aborted
-   * again when it shows up busy).
-   */
-  readonly #stopped = new Map<string, { until: number; sent: boolean; retry?: NodeJS.Timeout }>();
-  readonly #stopWaiters = new Map<string, Array<() => void>>();
+  /** Sessions of ended tasks that must stay stopped (shared with the runner, which aborts them). */
+  readonly stopped: StoppedSessions;
 
-  constructor(api: FollowerApi, sink: TaskSink, policy: TaskPolicy = DEFAULT_POLICY) {
+  constructor(api: FollowerApi, sink: TaskSink, policy: TaskPolicy = DEFAULT_POLICY, stopped = new StoppedSessions(api)) {
     this.#api = api;
     this.#sink = sink;
     this.#policy = policy;
+    this.stopped = stopped;
   }
 
   follow(taskId: string, sessionID: string): void {
@@ -97,47 +92,6 @@ export class SessionFollower {
     this.#bySession.delete(sessionID);
   }
 
-  /** Keeps an aborted session stopped; `sent` is whether our abort reached opencode. */
-  keepStopped(sessionID: string, sent: boolean): void {
-    clearTimeout(this.#stopped.get(sessionID)?.retry);
-    this.#stopped.set(sessionID, { until: Date.now() + STOPPED_WATCH_MS, sent });
-    if (sent) this.#wakeStopWaiters(sessionID);
-  }
-
-  /**
-   * Resolves once our abort of the session has reached opencode (at once when none is pending), or the
-   * watch ran out: until then the session may still be running, so its task keeps the agent's slot.
-   */
-  whenStopped(sessionID: string): Promise<void> {
-    const stopped = this.#stopped.get(sessionID);
-    if (!stopped || stopped.sent) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => this.#wakeStopWaiters(sessionID), Math.max(0, stopped.until - Date.now()));
-      timer.unref?.();
-      const waiters = this.#stopWaiters.get(sessionID) ?? [];
-      waiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
-      this.#stopWaiters.set(sessionID, waiters);
-    });
-  }
-
-  #wakeStopWaiters(sessionID: string): void {
-    const waiters = this.#stopWaiters.get(sessionID) ?? [];
-    this.#stopWaiters.delete(sessionID);
-    for (const wake of waiters) wake();
-  }
-
-  /** Our abort did not reach opencode: try again with backoff (1 s doubling to 30 s) while the watch lasts. */
-  retryAbort(sessionID: string, attempt = 0): void {
-    const stopped = this.#stopped.get(sessionID);
-    if (!stopped || Date.now() > stopped.until) return;
-    clearTimeout(stopped.retry);
-    stopped.retry = setTimeout(() => void this.#abortAgain(sessionID, attempt + 1), Math.min(1_000 * 2 ** attempt, 30_000));
-    stopped.retry.unref?.();
-  }
-
   /** Marks the session as aborted by us, so its abort errors do not end the task as a failure. */
   markAborting(sessionID: string): void {
     const followed = this.#bySession.get(sessionID);
@@ -151,7 +105,7 @@ export class SessionFollower {
   onEvent(event: OpencodeEvent): void {
     const routed = toSignal(event);
     if (!routed) return;
-    if (routed.signal.kind === "busy" && this.#stopped.has(routed.sessionID)) void this.#abortAgain(routed.sessionID);
+    if (routed.signal.kind === "busy") this.stopped.onBusy(routed.sessionID);
     const followed = this.#bySession.get(routed.sessionID);
     if (followed) this.#apply(routed.sessionID, followed, routed.signal);
   }
@@ -330,12 +284,9 @@ export class SessionFollower {
    * `all` (after a reconnect) checks every session; otherwise only those past the take-up grace.
    */
   async resync(now: number, all: boolean): Promise<void> {
-    if (this.#bySession.size === 0 && this.#stopped.size === 0) return;
+    if (this.#bySession.size === 0 && this.stopped.size === 0) return;
     const busy = await this.#api.statuses();
-    for (const [sessionID, stopped] of this.#stopped) {
-      if (now > stopped.until) this.#stopped.delete(sessionID);
-      else if (!stopped.sent || busy[sessionID]) await this.#abortAgain(sessionID);
-    }
+    await this.stopped.resync(busy, now);
     log.debug("resync", { all, busy: Object.keys(busy).length, followed: this.#bySession.size });
     const checks: Array<Promise<void>> = [];
     for (const [sessionID, followed] of this.#bySession) {
@@ -351,16 +302,6 @@ export class SessionFollower {
       checks.push(this.#check(sessionID, followed));
     }
     await Promise.all(checks);
-  }
-
-  async #abortAgain(sessionID: string, attempt = 0): Promise<void> {
-    try {
-      await this.#api.abort(sessionID);
-      this.keepStopped(sessionID, true);
-    } catch (error) {
-      log.warn("could not abort the session of an ended task; will retry", { sessionID, error: String(error) });
-      this.retryAbort(sessionID, attempt);
-    }
   }
 
   async #check(sessionID: string, followed: Followed): Promise<void> {

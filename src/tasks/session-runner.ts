@@ -105,7 +105,7 @@ export class SessionRunner {
       if (sessionID) {
         follower.unfollow(sessionID);
         // An abort that has not reached opencode yet: the session may still run, so the slot stays taken.
-        await follower.whenStopped(sessionID);
+        await follower.stopped.whenStopped(sessionID);
       }
     }
   }
@@ -123,23 +123,7 @@ export class SessionRunner {
     });
     this.#o.tasks.markPrompted(task.id);
     // Stopped while the prompt was in flight: that abort found no run, so stop the run the prompt started.
-    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#abort(task.id, sessionID);
-  }
-
-  /**
-   * Aborts the session of an ending task. The follower then keeps it stopped: it retries an abort that
-   * did not reach opencode, and aborts again a run that starts anyway (a prompt that raced the abort).
-   */
-  async #abort(taskId: string, sessionID: string): Promise<void> {
-    // Watched from before the abort is sent: a run that shows up busy meanwhile is aborted again.
-    this.#o.follower.keepStopped(sessionID, false);
-    try {
-      await this.#o.api.abort(sessionID);
-      this.#o.follower.keepStopped(sessionID, true);
-    } catch (error) {
-      log.warn("could not abort a session; will retry when opencode answers", { taskId, sessionID, error: String(error) });
-      this.#o.follower.retryAbort(sessionID);
-    }
+    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#o.follower.stopped.abort(sessionID);
   }
 
   /** After a crash between prompt and record: opencode has our user message if the prompt went through. */
@@ -183,7 +167,8 @@ export class SessionRunner {
     try {
       if (sessionID) {
         follower.markAborting(sessionID);
-        await this.#abort(taskId, sessionID);
+        // The follower's watch keeps it stopped (see StoppedSessions).
+        await follower.stopped.abort(sessionID);
       }
       tasks.finish(taskId, status, { error: reason });
     } finally {
