@@ -184,5 +184,6 @@ function waiting(task: Task): string {
 }
 
 function unknownTask(taskId: string): string {
-  return `Unknown task_id "${taskId}". Call background_output without task_id to list the known tasks.`;
+  const shown = taskId.length > 80 ? `${taskId.slice(0, 80)}…` : taskId;
+  return `Unknown task_id "${shown}". Call background_output without task_id to list the known tasks.`;
 }

@@ -185,7 +185,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       );
     }
     if (input.parent_session_id && !(await this.api.sessionExists(input.parent_session_id))) {
-      throw new TaskInputError(`parent_session_id "${input.parent_session_id}" is not a session of the opencode server at ${this.api.url}`);
+      throw new TaskInputError(`parent_session_id "${input.parent_session_id.slice(0, 80)}" is not a session of the opencode server at ${this.api.url}`);
     }
     const parentTask = input.parent_session_id ? this.#store.findBySession(input.parent_session_id) : undefined;
     const depth = parentTask ? parentTask.depth + 1 : 1;
@@ -350,7 +350,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     }
     const usable = this.#agents!.names;
     if (!usable.includes(agent)) {
-      throw new TaskInputError(`unknown agent "${agent}"; the opencode server at ${this.api.url} has: ${usable.join(", ")}`);
+      throw new TaskInputError(`unknown agent "${agent.slice(0, 80)}"; the opencode server at ${this.api.url} has: ${usable.join(", ")}`);
     }
   }
 
