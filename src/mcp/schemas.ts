@@ -41,6 +41,8 @@ export const BackgroundOutputInput = {
     .default(30_000)
     .describe("How long block waits, in ms (at most 600000 = 10 minutes)"),
   full: z.boolean().default(false).describe("Also return the transcript: messages and tool calls"),
+  limit: z.number().int().min(1).max(500).default(50).describe("When listing (no task_id): tasks per page, newest first"),
+  cursor: z.string().min(1).optional().describe("When listing: the next_cursor of the previous page"),
 };
 
 export const BackgroundCancelInput = {
@@ -112,6 +114,8 @@ export const BackgroundTaskOutput = {
 export const BackgroundOutputOutput = {
   ...TaskView.partial().shape,
   tasks: z.array(TaskView).optional(),
+  /** When listing: pass it back as `cursor` for the next page; null on the last page. */
+  next_cursor: z.string().nullable().optional(),
 };
 
 export const BackgroundCancelOutput = {

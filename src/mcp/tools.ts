@@ -1,11 +1,12 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { z } from "zod";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
 import { toTranscript } from "../opencode/transcript.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
 import { callerOf, detectionNote } from "./caller.js";
+import { decodeCursor, encodeCursor } from "./cursor.js";
 import { LAUNCH_ANSWER } from "./mcp-tasks.js";
 import type { OwnedTasks } from "./owned-tasks.js";
 import { progressHeartbeat } from "./progress.js";
@@ -35,7 +36,12 @@ function fail(text: string): CallToolResult {
 
 /** Turns expected failures into an `isError` result that says what was wrong; anything else is a bug and rethrown. */
 function asToolError(error: unknown): CallToolResult {
-  if (error instanceof TaskInputError || error instanceof OpencodeUnreachableError || error instanceof OpencodeRequestError) {
+  if (
+    error instanceof TaskInputError ||
+    error instanceof OpencodeUnreachableError ||
+    error instanceof OpencodeRequestError ||
+    error instanceof McpError
+  ) {
     return fail(error.message);
   }
   throw error;
@@ -85,10 +91,18 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
         if (task_id === undefined) {
           // Called from an opencode session: that session's tasks and their descendants.
           const caller = await callerOf(server, tasks.manager, "background_output", args);
-          const listed = caller?.kind === "found" ? tasks.descendants(caller.sessionID) : tasks.list();
-          const views = listed.map((t) => toView(t, tasks));
+          const offset = decodeCursor(args.cursor, "background_output");
+          // One more than the page, to know whether another page follows.
+          const listed =
+            caller?.kind === "found"
+              ? tasks.descendants(caller.sessionID).slice(offset, offset + args.limit + 1)
+              : tasks.list({ limit: args.limit + 1, offset });
+          const views = listed.slice(0, args.limit).map((t) => toView(t, tasks));
+          const next_cursor = listed.length > args.limit ? encodeCursor(offset + args.limit) : null;
           const lines = views.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
-          return ok(views.length ? `${views.length} task(s), newest first:\n${lines.join("\n")}` : "No tasks yet.", { tasks: views });
+          const more = next_cursor ? `\nMore: call background_output with cursor "${next_cursor}".` : "";
+          const text = views.length ? `${views.length} task(s), newest first:\n${lines.join("\n")}${more}` : "No tasks.";
+          return ok(text, { tasks: views, next_cursor });
         }
         let task = tasks.get(task_id);
         if (!task) return fail(unknownTask(task_id));

@@ -201,10 +201,18 @@ describe("background tasks against a real opencode server", () => {
     await waitFor("the timed-out request to close", () => backend.model.inFlight("slow") === 0);
   });
 
-  it("lists tasks newest first", async () => {
-    const list = await mcp.ok<{ tasks: View[] }>("background_output", {});
+  it("lists tasks newest first, a page at a time", async () => {
+    const list = await mcp.ok<{ tasks: View[]; next_cursor: string | null }>("background_output", {});
     expect(list.tasks.length).toBeGreaterThan(5);
+    expect(list.next_cursor).toBeNull();
     const created = list.tasks.map((t) => (t as unknown as { created_at: string }).created_at);
     expect([...created].sort().reverse()).toEqual(created);
+
+    const first = await mcp.ok<{ tasks: View[]; next_cursor: string }>("background_output", { limit: 3 });
+    const second = await mcp.ok<{ tasks: View[]; next_cursor: string | null }>("background_output", { limit: 3, cursor: first.next_cursor });
+    expect([...first.tasks, ...second.tasks].map((t) => t.task_id)).toEqual(list.tasks.slice(0, 6).map((t) => t.task_id));
+    const bad = await mcp.call("background_output", { cursor: "nonsense" });
+    expect(bad.isError).toBe(true);
+    expect(text(bad)).toMatch(/Invalid cursor "nonsense"/);
   });
 });
