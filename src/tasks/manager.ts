@@ -85,6 +85,11 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   /** Per queued task: aborting it takes the job out of its queue before it ever runs. */
   readonly #dequeue = new Map<string, AbortController>();
   readonly #terminalWaiters = new Map<string, Set<() => void>>();
+  /**
+   * Queued and running tasks as last committed: the store stays the truth (every change is written
+   * through), but the many reads while tasks run do not parse JSON from SQLite each time.
+   */
+  readonly #unfinished = new Map<string, Task>();
   readonly #sweepMs: number;
   readonly #embedded: boolean;
   readonly #outboxFor: (task: Task) => OutboxMessage | undefined;
@@ -106,7 +111,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     this.#retention = options.retention ?? { maxAgeDays: 7, maxTasks: 10_000 };
     this.#policy = options.policy ?? DEFAULT_POLICY;
     const sink = {
-      get: (id: string) => this.#store.get(id),
+      get: (id: string) => this.get(id),
       progress: (id: string, progress: TaskProgress, retrying?: boolean) =>
         this.#update(id, { progress }, retrying ? "task.retrying" : "task.progress"),
       finish: (id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }) =>
@@ -153,6 +158,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     this.#prune = setInterval(() => this.#pruneFinished(), 60 * 60 * 1000);
     this.#prune.unref();
     const unfinished = this.#store.unfinished();
+    for (const task of unfinished) this.#unfinished.set(task.id, task);
     const running = unfinished.filter((t) => t.status === "running");
     const queued = unfinished.filter((t) => t.status === "queued");
     for (const task of running) this.#enqueue(task, () => this.#runner.resume(task.id));
@@ -227,7 +233,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 
   get(id: string): Task | undefined {
-    return this.#store.get(id);
+    return this.#unfinished.get(id) ?? this.#store.get(id);
   }
 
   list(options?: ListOptions): Task[] {
@@ -326,6 +332,8 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   /** Store first, then announce: a notifier never tells of a state the store does not have. */
   #commit(task: Task, event: TaskChange["event"], outbox?: OutboxMessage): void {
     this.#store.put(task, outbox);
+    if (isTerminal(task.status)) this.#unfinished.delete(task.id);
+    else this.#unfinished.set(task.id, task);
     this.emit("change", { event, task });
   }
 

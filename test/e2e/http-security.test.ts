@@ -119,7 +119,7 @@ describe("HTTP transport security", () => {
     const client = await HttpMcpClient.connect(server.url, TOKEN);
     const { tools } = await client.client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(["background_cancel", "background_output", "background_task"]);
-    expect(await client.ok("background_output", {})).toEqual({ tasks: [] });
+    expect(await client.ok("background_output", {})).toEqual({ tasks: [], next_cursor: null });
     await client.end();
   });
 

@@ -180,7 +180,7 @@ describe("the MCP server over one owner's tasks", () => {
     const cancel = await client.callTool({ name: "background_cancel", arguments: { task_id: bobs.id } });
     expect(cancel.isError).toBe(true);
     const list = await client.callTool({ name: "background_output", arguments: {} });
-    expect(list.structuredContent).toEqual({ tasks: [] });
+    expect(list.structuredContent).toEqual({ tasks: [], next_cursor: null });
     await expect(client.readResource({ uri: `background-task://${bobs.id}` })).rejects.toMatchObject({ code: -32002 });
   });
 });
