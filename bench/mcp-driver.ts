@@ -61,19 +61,12 @@ export class McpDriver {
   }
 
   /** Spawns `node <script> ...args` and connects; resolves once tools/list has answered. */
-  static async spawn(
-    label: string,
-    script: string,
-    args: string[],
-    options: { env?: Record<string, string>; maxBufferSize?: number } = {},
-  ): Promise<McpDriver> {
+  static async spawn(label: string, script: string, args: string[], env: Record<string, string> = {}): Promise<McpDriver> {
     const transport = new StdioClientTransport({
       command: process.execPath,
       args: [script, ...args],
-      env: { ...(process.env as Record<string, string>), ...options.env },
+      env: { ...(process.env as Record<string, string>), ...env },
       stderr: "pipe",
-      // The SDK's default (10 MB) caps one message; listing a large store needs more.
-      ...(options.maxBufferSize ? { maxBufferSize: options.maxBufferSize } : {}),
     });
     const driver = new McpDriver(new Client({ name: `bench-${label}`, version: "1.0.0" }), transport);
     const started = nowMs();

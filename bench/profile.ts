@@ -28,7 +28,7 @@ export interface Profile {
     rateWindowMs: number;
     stored: number;
     startSamples: number;
-    listSamples: number;
+    /** Single-task reads, and first pages of 500. */
     readSamples: number;
   };
 }
@@ -36,7 +36,7 @@ export interface Profile {
 const FULL: Profile = {
   quick: false,
   seedPollMs: 2_000,
-  push: { sequential: 60, seedSequential: 10, batches: 3, batchSize: 10 },
+  push: { sequential: 50, seedSequential: 6, batches: 3, batchSize: 10 },
   launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000 },
   slots: {
     durationMs: 3_000,
@@ -46,7 +46,7 @@ const FULL: Profile = {
     ],
   },
   load: { tasks: 20, windowMs: 60_000 },
-  scale: { running: 1_000, settleMs: 2_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, listSamples: 2, readSamples: 200 },
+  scale: { running: 1_000, settleMs: 2_000, rateWindowMs: 10_000, stored: 100_000, startSamples: 3, readSamples: 200 },
 };
 
 const QUICK: Profile = {
@@ -56,7 +56,7 @@ const QUICK: Profile = {
   launch: { samples: 3, seedSamples: 1, limit: 2, holdMs: 100 },
   slots: { durationMs: 500, agents: [{ agent: "slot_a", limit: 2, tasks: 4 }] },
   load: { tasks: 3, windowMs: 1_000 },
-  scale: { running: 10, settleMs: 200, rateWindowMs: 500, stored: 500, startSamples: 1, listSamples: 1, readSamples: 10 },
+  scale: { running: 10, settleMs: 200, rateWindowMs: 500, stored: 500, startSamples: 1, readSamples: 10 },
 };
 
 export function profileFromEnv(env: NodeJS.ProcessEnv = process.env): Profile {

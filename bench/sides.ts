@@ -20,8 +20,6 @@ export interface SpawnOptions {
   dataDir?: string;
   /** Ours only: a --config file. */
   configFile?: string;
-  /** The MCP client's largest accepted message, bytes (SDK default 10 MB). */
-  maxBufferSize?: number;
 }
 
 export interface Spawned {
@@ -45,10 +43,7 @@ export async function spawnSide(side: Side, backend: Backend, options: SpawnOpti
   const fresh = options.dataDir === undefined ? mkdtempSync(join(tmpdir(), "bench-data-")) : undefined;
   const args = [...common, "--data-dir", options.dataDir ?? fresh!, ...(options.configFile ? ["--config", options.configFile] : [])];
   // info level: the start-up line "task manager started" carries the recovery time.
-  const driver = await McpDriver.spawn("ours", OUR_CLI, args, {
-    env: { BACKGROUND_AGENTS_LOG_LEVEL: "info" },
-    maxBufferSize: options.maxBufferSize,
-  });
+  const driver = await McpDriver.spawn("ours", OUR_CLI, args, { BACKGROUND_AGENTS_LOG_LEVEL: "info" });
   return {
     driver,
     async close() {

@@ -4,7 +4,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Backend } from "../backend.js";
-import type { McpDriver } from "../mcp-driver.js";
 import { nowMs } from "../../src/dev/model-server.js";
 import type { Profile } from "../profile.js";
 import { budget, type ScenarioResult } from "../report.js";
@@ -14,9 +13,8 @@ import { writeFinishedTasks } from "../store-fixture.js";
 import { distribution, figure, type Distribution, type Figure } from "../stats.js";
 
 const READ_BUDGET_MS = 20;
-/** The MCP SDK client's default limit on one message (StdioClientTransport maxBufferSize). */
-const SDK_DEFAULT_MAX_MESSAGE = 10 * 1024 * 1024;
-const PAGE = 50;
+/** background_output's largest page. */
+const LARGE_PAGE = 500;
 
 interface Startup {
   toToolsList: Distribution;
@@ -32,8 +30,6 @@ export async function scaleStore(backend: Backend, profile: Profile): Promise<Sc
     const empty = await startups(backend, emptyDir, undefined, startSamples);
     const full = await startups(backend, dir, fixture.configFile, startSamples);
     const reads = await readAndList(backend, profile, dir, fixture.configFile, fixture.ids);
-    const listBudget = reads.paged ?? reads.list;
-    const paginated = reads.paged !== null;
     return {
       name: `5b. scale: ${stored} finished tasks stored`,
       rows: [
@@ -41,9 +37,10 @@ export async function scaleStore(backend: Backend, profile: Profile): Promise<Sc
         { metric: `start -> first tools/list, ${stored} stored`, ours: full.toToolsList, seed: null },
         { metric: `task manager start (server log), ${stored} stored`, ours: full.managerStart, seed: null },
         { metric: "background_output single task", ours: reads.single, seed: null },
-        { metric: "background_output list, everything", ours: reads.list, seed: null },
-        ...(reads.paged ? [{ metric: `background_output list, page of ${PAGE}`, ours: reads.paged, seed: null }] : []),
-        { metric: "list response size", ours: reads.listSize, seed: null },
+        { metric: "background_output list: every default page, newest to oldest", ours: reads.walk, seed: null },
+        { metric: "  all pages together", ours: reads.walkTotal, seed: null },
+        { metric: "  one default page, size", ours: reads.pageSize, seed: null },
+        { metric: `background_output list: first page of ${LARGE_PAGE}`, ours: reads.largePage, seed: null },
         { metric: "server RSS after listing", ours: reads.rssAfterList, seed: null },
       ],
       budgets: [
@@ -56,25 +53,21 @@ export async function scaleStore(backend: Backend, profile: Profile): Promise<Sc
         ),
         budget(
           "5c",
-          `background_output list p95 (${paginated ? `page of ${PAGE}` : "no pagination: all tasks"})`,
+          "background_output list page p95 (every page of the store)",
           `<= ${READ_BUDGET_MS} ms`,
-          { value: listBudget.p95, unit: "ms" },
-          listBudget.p95 !== null && listBudget.p95 <= READ_BUDGET_MS,
-          paginated
-            ? "per-page cost"
-            : `background_output has no limit/offset yet: every call builds, validates, serialises and sends all ${stored} tasks (${reads.listSize.value} MB; an MCP SDK client with its default 10 MB message limit cannot even receive it)`,
+          { value: reads.walk.p95, unit: "ms" },
+          reads.walk.p95 !== null && reads.walk.p95 <= READ_BUDGET_MS,
+          "pages are read with LIMIT/OFFSET, so a deep page first steps over every newer row",
         ),
       ],
       details: {
         stored: figure(stored, "tasks"),
         fixture_write: figure(fixture.writeMs, "ms"),
-        list_exceeds_sdk_default_message_limit: (reads.listSize.value ?? 0) * 1024 * 1024 > SDK_DEFAULT_MAX_MESSAGE,
-        pagination_offered: paginated,
       },
       notes: [
         "Stored tasks are written with the server's own SqliteTaskStore, createTask and transition; a --config raises retention.maxTasks so that start-up pruning (default: keep 10,000) keeps them all.",
         "Start-up: spawn -> first successful tools/list at the client, and the server's own 'task manager started' ms (store open and migrate, recovery, retention prune).",
-        "List round trips include the client's JSON parse and its validation of the result against the tool's outputSchema, as any SDK client does; this client raises maxBufferSize so the answer can arrive at all.",
+        "List: background_output without task_id returns one page (default 50 tasks) and a next_cursor; the bench follows next_cursor from the newest page to the oldest, so the distribution covers every depth. Round trips include the client's JSON parse and its validation against the tool's outputSchema, as any SDK client does.",
       ],
     };
   } finally {
@@ -112,55 +105,54 @@ function managerStartMs(stderr: string): number | null {
 
 interface Reads {
   single: Distribution;
-  list: Distribution;
-  paged: Distribution | null;
-  listSize: Figure;
+  /** Every default-size page, walked from the newest to the oldest by next_cursor. */
+  walk: Distribution;
+  walkTotal: Figure;
+  largePage: Distribution;
+  pageSize: Figure;
   rssAfterList: Figure;
 }
 
+interface Page {
+  ms: number;
+  bytes: number;
+  tasks: number;
+  next: string | null;
+}
+
 async function readAndList(backend: Backend, profile: Profile, dataDir: string, configFile: string, ids: string[]): Promise<Reads> {
-  const { readSamples, listSamples } = profile.scale;
-  const spawned = await spawnSide("ours", backend, { concurrency: {}, dataDir, configFile, maxBufferSize: 1024 * 1024 * 1024 });
+  const { readSamples } = profile.scale;
+  const spawned = await spawnSide("ours", backend, { concurrency: {}, dataDir, configFile });
   const { driver } = spawned;
+  const page = async (args: Record<string, unknown>): Promise<Page> => {
+    const start = nowMs();
+    const result = await driver.call("background_output", args, 600_000);
+    const ms = nowMs() - start;
+    const out = result.structuredContent as { tasks?: unknown[]; next_cursor?: string | null };
+    return { ms, bytes: Buffer.byteLength(JSON.stringify(result)), tasks: out.tasks?.length ?? 0, next: out.next_cursor ?? null };
+  };
   try {
     const random = seededRandom(5);
-    const timed = async (args: Record<string, unknown>): Promise<{ ms: number; bytes: number }> => {
-      const start = nowMs();
-      const result = await driver.call("background_output", args, 600_000);
-      const ms = nowMs() - start;
-      return { ms, bytes: Buffer.byteLength(JSON.stringify(result)) };
-    };
     const single: number[] = [];
-    for (let i = 0; i < readSamples; i++) single.push((await timed({ task_id: ids[Math.floor(random() * ids.length)]! })).ms);
-    const list: number[] = [];
-    let bytes = 0;
-    for (let i = 0; i < listSamples; i++) {
-      const one = await timed({});
-      list.push(one.ms);
-      bytes = one.bytes;
+    for (let i = 0; i < readSamples; i++) single.push((await page({ task_id: ids[Math.floor(random() * ids.length)]! })).ms);
+    // The whole list, one default page after another: deep pages cost more (the store pages by OFFSET).
+    const walk: Page[] = [];
+    for (let cursor: string | null | undefined; cursor !== null; cursor = walk.at(-1)!.next) {
+      walk.push(await page(cursor === undefined ? {} : { cursor }));
     }
-    const paged = (await offersPagination(driver)) ? await pages(timed, readSamples) : null;
+    const listed = walk.reduce((n, p) => n + p.tasks, 0);
+    if (listed !== ids.length) throw new Error(`walking background_output's pages listed ${listed} of ${ids.length} stored tasks`);
+    const large: number[] = [];
+    for (let i = 0; i < readSamples; i++) large.push((await page({ limit: LARGE_PAGE })).ms);
     return {
       single: distribution(single, "ms"),
-      list: distribution(list, "ms"),
-      paged,
-      listSize: figure(bytes / 1024 / 1024, "MB"),
+      walk: distribution(walk.map((p) => p.ms), "ms"),
+      walkTotal: figure(walk.reduce((t, p) => t + p.ms, 0), "ms"),
+      largePage: distribution(large, "ms"),
+      pageSize: figure(walk[0]!.bytes / 1024, "KB"),
       rssAfterList: figure(driver.memory().rssMb, "MB"),
     };
   } finally {
     await spawned.close();
   }
-}
-
-/** Whether background_output accepts a `limit` (pagination may land after this bench was written). */
-async function offersPagination(driver: McpDriver): Promise<boolean> {
-  const { tools } = await driver.listTools();
-  const properties = tools.find((t) => t.name === "background_output")?.inputSchema.properties ?? {};
-  return "limit" in properties;
-}
-
-async function pages(timed: (args: Record<string, unknown>) => Promise<{ ms: number }>, samples: number): Promise<Distribution> {
-  const ms: number[] = [];
-  for (let i = 0; i < samples; i++) ms.push((await timed({ limit: PAGE })).ms);
-  return distribution(ms, "ms");
 }

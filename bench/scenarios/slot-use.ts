@@ -42,6 +42,7 @@ export async function slotUse(backend: Backend, profile: Profile): Promise<Scena
       { metric: `${label}: max in flight at model`, ours: ours.maxInFlight, seed: seed.maxInFlight },
       { metric: `${label}: drain time`, ours: ours.drain, seed: seed.drain },
       { metric: `${label}: drain / ideal`, ours: ours.ratio, seed: seed.ratio },
+      { metric: `${label}: drain / ideal incl. overhead`, ours: ours.ratioWithOverhead, seed: seed.ratioWithOverhead },
       { metric: `${label}: slot handoff gap`, ours: ours.handoffGap, seed: seed.handoffGap },
       { metric: `${label}: per-task start overhead`, ours: ours.startOverhead, seed: seed.startOverhead },
       { metric: `${label}: per-task finish overhead`, ours: ours.finishOverhead, seed: seed.finishOverhead },
