@@ -77,12 +77,19 @@ export class ParentNotifier {
   async #drain(): Promise<void> {
     do {
       this.#again = false;
-      for (const row of this.#store.dueOutbox(Date.now())) {
-        if (this.#closed) return;
-        await this.#deliver(row);
-      }
+      // In order within a parent (records before the wake-up that summarises them); parents in parallel.
+      const byParent = new Map<string, OutboxRow[]>();
+      for (const row of this.#store.dueOutbox(Date.now())) byParent.set(row.target, [...(byParent.get(row.target) ?? []), row]);
+      await Promise.all(
+        [...byParent.values()].map(async (rows) => {
+          for (const row of rows) {
+            if (this.#closed) return;
+            await this.#deliver(row);
+          }
+        }),
+      );
     } while (this.#again && !this.#closed);
-    this.#schedule();
+    if (!this.#closed) this.#schedule();
   }
 
   async #deliver(row: OutboxRow): Promise<void> {

@@ -54,7 +54,14 @@ export async function startEmbeddedOpencode(options: EmbeddedOptions): Promise<E
   const port = options.port ?? (await freePort());
   const binary = opencodeBinary(options.env);
   const args = ["serve", "--hostname", "127.0.0.1", "--port", String(port)];
-  const spawnOptions: SpawnOptions = { cwd: options.directory, env: options.env ?? process.env, stdio: "pipe" };
+  const env = options.env ?? process.env;
+  // opencode's runtime (Bun) sends at most 256 HTTP requests at once by default, which would cap the
+  // tasks at the model at 256 whatever the concurrency limits say.
+  const spawnOptions: SpawnOptions = {
+    cwd: options.directory,
+    env: { ...env, BUN_CONFIG_MAX_HTTP_REQUESTS: env.BUN_CONFIG_MAX_HTTP_REQUESTS ?? "4096" },
+    stdio: "pipe",
+  };
   // On POSIX a small sh guard holds the read end of a pipe from us: when this server exits, however it
   // exits (SIGKILL included), the pipe closes and the guard stops opencode, so no orphan keeps running.
   const child: ChildProcess =
