@@ -2,6 +2,7 @@ import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
 import type { TaskChange } from "../tasks/manager.js";
 import { formatMs } from "../tasks/session-runner.js";
 import { durationMs, type Task } from "../tasks/task.js";
+import { oneLine } from "../opencode/transcript.js";
 import { toView, type QueuePositions } from "./task-view.js";
 
 /** What is pushed about a task change; push.ts decides who gets it. */
@@ -51,7 +52,8 @@ export interface ChannelEvent {
   meta: Record<string, string>;
 }
 
-const CHANNEL_PREVIEW_CHARS = 300;
+/** The preview's length in the channel event: 300 characters, then "…" when cut. */
+const CHANNEL_PREVIEW_CHARS = 301;
 
 /** The channel event for a task that has ended: which task, how it ended, a preview or the error, and how to read it. */
 export function channelEvent(task: Task): ChannelEvent {
@@ -69,7 +71,3 @@ export function channelEvent(task: Task): ChannelEvent {
   return { content: lines.join("\n"), meta: { task_id: task.id, status: task.status, agent: task.agent } };
 }
 
-function oneLine(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, " ").trim();
-  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
-}

@@ -1,5 +1,5 @@
 import type { LaunchInput, TaskManager } from "../tasks/manager.js";
-import { isTerminal, type Task } from "../tasks/task.js";
+import type { Task } from "../tasks/task.js";
 import type { QueuePositions } from "./task-view.js";
 
 /**
@@ -36,10 +36,6 @@ export class OwnedTasks implements QueuePositions {
   /** Tasks launched from `sessionID` and, recursively, from their sessions; newest first. */
   descendants(sessionID: string): Task[] {
     return this.manager.descendants(sessionID).filter((task) => task.owner === this.owner);
-  }
-
-  unfinished(): Task[] {
-    return this.list().filter((task) => !isTerminal(task.status));
   }
 
   /** Null when cancelled, else why not ("not found" for a task of another owner). */

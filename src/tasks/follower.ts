@@ -1,7 +1,7 @@
 import type { OpencodeApi, OpencodeEvent } from "../opencode/client.js";
 import { OpencodeRequestError } from "../opencode/client.js";
 import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session-signal.js";
-import { outcomeOf } from "../opencode/transcript.js";
+import { oneLine, outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
 import { StoppedSessions } from "./stopped-sessions.js";
@@ -334,7 +334,4 @@ export class SessionFollower {
   }
 }
 
-function preview(text: string): string {
-  const flat = text.replace(/\s+/g, " ").trim();
-  return flat.length > PREVIEW ? `${flat.slice(0, PREVIEW - 1)}…` : flat;
-}
+const preview = (text: string): string => oneLine(text, PREVIEW);
