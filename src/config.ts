@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsConfig } from "node:util";
 import { z } from "zod";
 import type { ConcurrencyLimits } from "./tasks/agent-queues.js";
 import { defaultDataDir } from "./tasks/data-dir.js";
-import { DEFAULT_POLICY, type TaskPolicy } from "./tasks/policy.js";
+import { PolicySections, policyFrom, type TaskPolicy } from "./tasks/policy.js";
 import { AuthFileConfig, HttpFileConfig, HttpSettingsError, resolveHttpSettings, type HttpSettings } from "./transport/http-settings.js";
 
 /** A configuration problem the user must fix; the message names what was wrong and what is allowed. */
@@ -14,74 +14,79 @@ export class ConfigError extends Error {
 
 const Limit = z.number().int().min(1).max(1_000);
 
-/** The JSON config file (`--config`). Every level is strict: an unknown key is an error that names it. */
+/**
+ * The JSON config file (`--config`): every setting declared once, with its default (`.default`) and what
+ * it means (`.describe`). Every level is strict: an unknown key is an error that names it. Parsing `{}`
+ * gives the defaults (CONFIG_DEFAULTS); a setting without a default here has one only known at run time.
+ */
 export const ConfigFile = z.strictObject({
   opencode: z
     .strictObject({
-      url: z.url().optional().describe("Attach to this opencode server instead of spawning one"),
-      directory: z.string().min(1).optional().describe("The project the sessions work in"),
+      url: z.url().optional().describe("Attach to this opencode server; without it, an embedded opencode is started"),
+      directory: z.string().min(1).optional().describe("The project the sessions work in (default: the current directory)"),
     })
-    .optional(),
+    .prefault({}),
   concurrency: z
     .strictObject({
-      default: Limit.optional().describe("Sessions per agent at once, for agents not listed (default 5)"),
-      agents: z.record(z.string().min(1), Limit).optional().describe("Per-agent limits"),
+      default: Limit.default(5).describe("Sessions per agent at once, for agents not listed"),
+      agents: z.record(z.string().min(1), Limit).optional().describe("Sessions at once for the agents named"),
     })
-    .optional(),
+    .prefault({}),
   notifications: z
     .strictObject({
-      parentPrompt: z.boolean().optional().describe("Prompt the parent session when a task ends (default true)"),
+      parentPrompt: z.boolean().default(true).describe("Prompt the parent session when a task ends"),
       claudeChannel: z
         .boolean()
-        .optional()
-        .describe('Act as a Claude Code channel: declare experimental "claude/channel" and push a channel event when a task ends (default false)'),
+        .default(false)
+        .describe('Act as a Claude Code channel: declare experimental "claude/channel" and push a channel event when a task ends'),
     })
-    .optional(),
-  transport: z.enum(["stdio", "http"]).optional(),
-  http: HttpFileConfig.optional().describe("Streamable HTTP transport: host, port"),
-  auth: AuthFileConfig.optional().describe("Bearer tokens for the HTTP transport, by owner"),
-  dataDir: z.string().min(1).optional().describe("Where task state is kept (default: the per-user data dir)"),
+    .prefault({}),
+  transport: z.enum(["stdio", "http"]).default("stdio").describe("The MCP transport"),
+  http: HttpFileConfig.prefault({}).describe("Streamable HTTP transport: host, port"),
+  auth: AuthFileConfig.prefault({}).describe("Bearer tokens for the HTTP transport, by owner"),
+  dataDir: z.string().min(1).optional().describe("Where task state is kept (default: the per-user data directory)"),
   retention: z
     .strictObject({
-      maxAgeDays: z.number().positive().optional().describe("Finished tasks older than this are pruned (default 7)"),
-      maxTasks: z.number().int().min(1).optional().describe("At most this many tasks are kept, oldest finished pruned first (default 10000)"),
+      maxAgeDays: z.number().positive().default(7).describe("Finished tasks older than this are pruned"),
+      maxTasks: z.number().int().min(1).default(10_000).describe("At most this many tasks are kept, oldest finished pruned first"),
     })
-    .optional(),
-  timeouts: z
-    .strictObject({
-      taskMs: z.number().int().min(0).optional().describe("Default task timeout in ms; 0 = none (default 1800000 = 30 min)"),
-      stallMs: z.number().int().min(1_000).optional().describe("Check a task with no events for this long (default 300000 = 5 min)"),
-    })
-    .optional(),
-  permissions: z
-    .strictObject({
-      onAsk: z.enum(["reject", "allow", "wait"]).optional().describe("Answer to a session's permission request (default reject)"),
-    })
-    .optional(),
-  todos: z
-    .strictObject({
-      continuations: z.number().int().min(0).max(20).optional().describe("Continue prompts for incomplete todos (default 2)"),
-    })
-    .optional(),
-  limits: z
-    .strictObject({
-      maxToolCalls: z.number().int().min(1).optional().describe("Tool calls per task before it is stopped (default 500)"),
-      maxRepeatedToolCalls: z.number().int().min(2).optional().describe("Identical tool calls in a row before it is stopped (default 20)"),
-      maxQueuedPerAgent: z.number().int().min(1).optional().describe("Tasks waiting per agent (default 1000)"),
-      maxResultChars: z.number().int().min(1_000).optional().describe("Longest stored result (default 100000)"),
-      maxDepth: z.number().int().min(1).max(10).optional().describe("How deep background tasks may launch tasks (default 3)"),
-    })
-    .optional(),
+    .prefault({}),
+  ...PolicySections,
   recovery: z
     .strictObject({
       resumeInterrupted: z
         .boolean()
-        .optional()
-        .describe("After a restart, continue sessions our embedded opencode was running instead of ending them (default false)"),
+        .default(false)
+        .describe("After a restart, continue sessions our embedded opencode was running instead of ending them"),
     })
-    .optional(),
+    .prefault({}),
 });
-export type ConfigFile = z.infer<typeof ConfigFile>;
+export type ConfigFile = z.output<typeof ConfigFile>;
+
+/** What a config file that sets nothing means. */
+export const CONFIG_DEFAULTS: ConfigFile = ConfigFile.parse({});
+
+/** Every setting of the config file as a dotted path ("limits.maxDepth"), in the order declared. */
+export function configKeys(schema: z.ZodType = ConfigFile, prefix = ""): string[] {
+  let inner: z.ZodType = schema;
+  while (inner instanceof z.ZodOptional || inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault) inner = inner.unwrap() as z.ZodType;
+  if (!(inner instanceof z.ZodObject)) return [prefix];
+  return Object.entries(inner.shape as Record<string, z.ZodType>).flatMap(([key, child]) => configKeys(child, prefix ? `${prefix}.${key}` : key));
+}
+
+/** The keys a config file may have, for an error message: "opencode.{url,directory}, transport, ...". */
+function allowedKeys(): string {
+  const sections = new Map<string, string[]>();
+  for (const key of configKeys()) {
+    const [section, ...rest] = key.split(".");
+    const keys = sections.get(section!) ?? [];
+    if (rest.length) keys.push(rest.join("."));
+    sections.set(section!, keys);
+  }
+  return [...sections]
+    .map(([section, keys]) => (keys.length === 0 ? section : keys.length === 1 ? `${section}.${keys[0]}` : `${section}.{${keys.join(",")}}`))
+    .join(", ");
+}
 
 export interface Settings {
   /** Attach here; undefined = spawn an embedded `opencode serve`. */
@@ -95,7 +100,7 @@ export interface Settings {
   /** Listen address and tokens; set when transport is "http". */
   http: HttpSettings | undefined;
   dataDir: string;
-  retention: { maxAgeDays: number; maxTasks: number };
+  retention: ConfigFile["retention"];
   resumeInterrupted: boolean;
   policy: TaskPolicy;
   /** HTTP Basic credentials for opencode (OPENCODE_SERVER_PASSWORD / OPENCODE_SERVER_USERNAME). */
@@ -111,10 +116,11 @@ Options:
                            without it, an embedded "opencode serve" is started in --directory
   --directory <dir>        the project the sessions work in (default: the current directory)
   --config <file>          JSON config file (env BACKGROUND_AGENTS_CONFIG); flags override it
-  --concurrency <agent=n>  sessions of one agent at once (repeatable); default=n sets the default (5)
-  --transport stdio|http   MCP transport (default stdio); http serves Streamable HTTP at /mcp
-  --host <address>         HTTP: address to listen on (default 127.0.0.1); other than loopback needs a token
-  --port <n>               HTTP: port to listen on (default 3100; 0 picks a free one)
+  --concurrency <agent=n>  sessions of one agent at once (repeatable); default=n sets it for agents not
+                           named (default ${CONFIG_DEFAULTS.concurrency.default})
+  --transport stdio|http   MCP transport (default ${CONFIG_DEFAULTS.transport}); http serves Streamable HTTP at /mcp
+  --host <address>         HTTP: address to listen on (default ${CONFIG_DEFAULTS.http.host}); other than loopback needs a token
+  --port <n>               HTTP: port to listen on (default ${CONFIG_DEFAULTS.http.port}; 0 picks a free one)
   --token <token>          HTTP: bearer token clients must send (env BACKGROUND_AGENTS_TOKEN; its owner is
                            "default"); several owners: "auth" in the config file
   --data-dir <dir>         where task state is kept (env BACKGROUND_AGENTS_DATA_DIR;
@@ -128,30 +134,28 @@ Environment:
   OPENCODE_SERVER_PASSWORD, OPENCODE_SERVER_USERNAME (default "opencode"): HTTP Basic auth for opencode
   BACKGROUND_AGENTS_LOG_LEVEL: debug | info | warn | error (stderr; default info)`;
 
+/** The command-line flags; USAGE describes each. */
+export const CLI_OPTIONS = {
+  "opencode-url": { type: "string" },
+  directory: { type: "string" },
+  config: { type: "string" },
+  concurrency: { type: "string", multiple: true },
+  transport: { type: "string" },
+  host: { type: "string" },
+  port: { type: "string" },
+  token: { type: "string" },
+  "data-dir": { type: "string" },
+  "claude-channel": { type: "boolean" },
+  help: { type: "boolean" },
+  version: { type: "boolean" },
+} as const satisfies ParseArgsConfig["options"];
+
 export type CliAction = { kind: "help" } | { kind: "version" } | { kind: "run"; settings: Settings };
 
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): CliAction {
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        "opencode-url": { type: "string" },
-        directory: { type: "string" },
-        config: { type: "string" },
-        concurrency: { type: "string", multiple: true },
-        transport: { type: "string" },
-        host: { type: "string" },
-        port: { type: "string" },
-        token: { type: "string" },
-        "data-dir": { type: "string" },
-        "claude-channel": { type: "boolean" },
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-      },
-    }).values;
+    parsed = parseArgs({ args: argv, strict: true, allowPositionals: false, options: CLI_OPTIONS }).values;
   } catch (error) {
     throw new ConfigError(`${(error as Error).message}\n\n${USAGE}`);
   }
@@ -159,9 +163,9 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
   if (parsed.version) return { kind: "version" };
 
   const configPath = parsed.config ?? env.BACKGROUND_AGENTS_CONFIG;
-  const file = configPath ? loadConfigFile(resolve(cwd, configPath)) : {};
+  const file = configPath ? loadConfigFile(resolve(cwd, configPath)) : CONFIG_DEFAULTS;
 
-  const transport = parsed.transport ?? file.transport ?? "stdio";
+  const transport = parsed.transport ?? file.transport;
   if (transport !== "stdio" && transport !== "http") throw new ConfigError(`--transport "${transport}" is not supported; allowed: stdio, http`);
   const httpOnly = (["host", "port", "token"] as const).filter((flag) => parsed[flag] !== undefined);
   if (transport !== "http" && httpOnly.length) throw new ConfigError(`--${httpOnly[0]} applies to --transport http only`);
@@ -172,17 +176,14 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
     throw error instanceof HttpSettingsError ? new ConfigError(error.message) : error;
   }
 
-  const concurrency: ConcurrencyLimits = {
-    default: file.concurrency?.default ?? 5,
-    agents: { ...file.concurrency?.agents },
-  };
+  const concurrency: ConcurrencyLimits = { default: file.concurrency.default, agents: { ...file.concurrency.agents } };
   for (const spec of parsed.concurrency ?? []) {
     const [agent, limit] = parseConcurrency(spec);
     if (agent === "default") concurrency.default = limit;
     else concurrency.agents[agent] = limit;
   }
 
-  const opencodeUrl = parsed["opencode-url"] ?? env.OPENCODE_URL ?? file.opencode?.url;
+  const opencodeUrl = parsed["opencode-url"] ?? env.OPENCODE_URL ?? file.opencode.url;
   if (opencodeUrl !== undefined && !z.url().safeParse(opencodeUrl).success) {
     throw new ConfigError(`--opencode-url "${opencodeUrl}" is not a URL; expected e.g. http://127.0.0.1:4096`);
   }
@@ -191,26 +192,16 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, cwd: string): C
     kind: "run",
     settings: {
       opencodeUrl: opencodeUrl?.replace(/\/+$/, ""),
-      directory: resolve(cwd, parsed.directory ?? file.opencode?.directory ?? "."),
+      directory: resolve(cwd, parsed.directory ?? file.opencode.directory ?? "."),
       concurrency,
-      parentPrompt: file.notifications?.parentPrompt ?? true,
-      claudeChannel: parsed["claude-channel"] ?? file.notifications?.claudeChannel ?? false,
+      parentPrompt: file.notifications.parentPrompt,
+      claudeChannel: parsed["claude-channel"] ?? file.notifications.claudeChannel,
       transport,
       http,
       dataDir: resolve(cwd, parsed["data-dir"] ?? env.BACKGROUND_AGENTS_DATA_DIR ?? file.dataDir ?? defaultDataDir()),
-      retention: { maxAgeDays: file.retention?.maxAgeDays ?? 7, maxTasks: file.retention?.maxTasks ?? 10_000 },
-      resumeInterrupted: file.recovery?.resumeInterrupted ?? false,
-      policy: {
-        taskTimeoutMs: file.timeouts?.taskMs ?? DEFAULT_POLICY.taskTimeoutMs,
-        stallMs: file.timeouts?.stallMs ?? DEFAULT_POLICY.stallMs,
-        onPermission: file.permissions?.onAsk ?? DEFAULT_POLICY.onPermission,
-        todoContinuations: file.todos?.continuations ?? DEFAULT_POLICY.todoContinuations,
-        maxToolCalls: file.limits?.maxToolCalls ?? DEFAULT_POLICY.maxToolCalls,
-        maxRepeatedToolCalls: file.limits?.maxRepeatedToolCalls ?? DEFAULT_POLICY.maxRepeatedToolCalls,
-        maxQueuedPerAgent: file.limits?.maxQueuedPerAgent ?? DEFAULT_POLICY.maxQueuedPerAgent,
-        maxResultChars: file.limits?.maxResultChars ?? DEFAULT_POLICY.maxResultChars,
-        maxDepth: file.limits?.maxDepth ?? DEFAULT_POLICY.maxDepth,
-      },
+      retention: file.retention,
+      resumeInterrupted: file.recovery.resumeInterrupted,
+      policy: policyFrom(file),
       opencodeAuth: password ? { username: env.OPENCODE_SERVER_USERNAME || "opencode", password } : undefined,
     },
   };
@@ -238,11 +229,7 @@ export function loadConfigFile(path: string): ConfigFile {
       const at = issue.path.length ? issue.path.join(".") : "(top level)";
       return `  ${at}: ${issue.message}`;
     });
-    throw new ConfigError(
-      `invalid config file ${path}:\n${problems.join("\n")}\n` +
-        `allowed keys: opencode.{url,directory}, concurrency.{default,agents}, notifications.{parentPrompt,claudeChannel}, transport, http.{host,port}, auth.{tokens,tokensFile}, dataDir, retention.{maxAgeDays,maxTasks}, recovery.resumeInterrupted, ` +
-        `timeouts.{taskMs,stallMs}, permissions.onAsk, todos.continuations, limits.{maxToolCalls,maxRepeatedToolCalls,maxQueuedPerAgent,maxResultChars,maxDepth}`,
-    );
+    throw new ConfigError(`invalid config file ${path}:\n${problems.join("\n")}\nallowed keys: ${allowedKeys()}`);
   }
   return result.data;
 }

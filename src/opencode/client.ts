@@ -1,5 +1,5 @@
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
-import type { Agent, Event, Message, Part, SessionStatus, Todo } from "@opencode-ai/sdk/v2";
+import type { Agent, Event, Message, Part, SessionStatus } from "@opencode-ai/sdk/v2";
 import type { ModelRef } from "../tasks/task.js";
 import { log } from "../log.js";
 
@@ -43,54 +43,59 @@ export interface OpencodeOptions {
   auth?: { username: string; password: string };
 }
 
-/**
- * The one seam between this server and opencode: everything the server asks of opencode. Tests put a
- * simulated opencode behind it; in production it is `OpencodeHttpApi`.
- */
-export type OpencodeApi = Pick<
-  OpencodeHttpApi,
-  | "url"
-  | "directory"
-  | "requestCount"
-  | "health"
-  | "agents"
-  | "createSession"
-  | "sessionExists"
-  | "prompt"
-  | "abort"
-  | "deleteSession"
-  | "statuses"
-  | "messages"
-  | "todos"
-  | "replyPermission"
-  | "showToast"
-  | "events"
->;
+export type ToastVariant = "info" | "success" | "warning" | "error";
+export type PermissionReply = "once" | "always" | "reject";
 
 /**
- * opencode over HTTP, through the v2 SDK. Every call goes through here, so it is also where requests are
- * counted (`requestCount`) and where errors get their names.
+ * Everything this server asks of opencode: the one seam between the two. In production it is
+ * `OpencodeHttpApi`; tests put a simulated opencode behind it. A call that cannot reach opencode rejects
+ * with `OpencodeUnreachableError`; one opencode refuses rejects with `OpencodeRequestError` (its HTTP status).
  */
-export class OpencodeHttpApi {
+export interface OpencodeApi {
+  /** Where opencode is; messages that name opencode name this. */
   readonly url: string;
-  readonly directory: string;
-  /** HTTP requests sent so far, the event stream included. */
-  requestCount = 0;
+  /** Resolves when opencode answers its health check. */
+  health(): Promise<void>;
+  /** The directory's agents, hidden ones (compaction, summary, title) included. */
+  agents(): Promise<Agent[]>;
+  /** Creates a session (a child of `parentID` when given) and returns its id. */
+  createSession(input: { title: string; parentID?: string }): Promise<string>;
+  /** Whether opencode knows the session: false when it answers 404. */
+  sessionExists(sessionID: string): Promise<boolean>;
+  /** Sends a prompt without waiting for the turn (`prompt_async`); the turn shows in the event stream. */
+  prompt(sessionID: string, input: PromptInput): Promise<void>;
+  /** Stops the session's running turn, if it has one. */
+  abort(sessionID: string): Promise<void>;
+  deleteSession(sessionID: string): Promise<void>;
+  /** Busy and retrying sessions only: opencode leaves idle ones out. */
+  statuses(): Promise<Record<string, SessionStatus>>;
+  /** The session's messages in order; only the last `limit` when given. */
+  messages(sessionID: string, limit?: number): Promise<SessionMessage[]>;
+  /** Answers a `permission.asked` request of a session. */
+  replyPermission(requestID: string, reply: PermissionReply, message?: string): Promise<void>;
+  /** A toast in an attached TUI; harmless when none is attached. */
+  showToast(toast: { title: string; message: string; variant: ToastVariant }): Promise<void>;
+  /**
+   * The directory's event stream, until `signal` aborts. It reconnects by itself without replaying the gap,
+   * reporting each loss to `onError`; every connection starts with `server.connected`, which is how callers
+   * see a reconnect.
+   */
+  events(signal: AbortSignal, onError: (error: unknown) => void): Promise<AsyncGenerator<Event>>;
+}
+
+/** opencode over HTTP, through the v2 SDK: where requests get their errors' names. */
+export class OpencodeHttpApi implements OpencodeApi {
+  readonly url: string;
   readonly #sdk: OpencodeClient;
 
   constructor(options: OpencodeOptions) {
     this.url = options.url;
-    this.directory = options.directory;
     const headers: Record<string, string> = {};
     if (options.auth) {
       const { username, password } = options.auth;
       headers.Authorization = `Basic ${Buffer.from(`${username}:${password}`).toString("base64")}`;
     }
-    const counting: typeof fetch = (input, init) => {
-      this.requestCount++;
-      return fetch(input, init);
-    };
-    this.#sdk = createOpencodeClient({ baseUrl: options.url, directory: options.directory, headers, fetch: counting });
+    this.#sdk = createOpencodeClient({ baseUrl: options.url, directory: options.directory, headers });
   }
 
   async health(): Promise<void> {
@@ -106,7 +111,6 @@ export class OpencodeHttpApi {
     return session.id;
   }
 
-  /** The session, or null when opencode does not know it. */
   async sessionExists(sessionID: string): Promise<boolean> {
     try {
       await this.#call("read a session", () => this.#sdk.session.get({ sessionID }));
@@ -138,7 +142,6 @@ export class OpencodeHttpApi {
     await this.#call("delete a session", () => this.#sdk.session.delete({ sessionID }));
   }
 
-  /** Busy and retrying sessions only: opencode leaves idle ones out. */
   async statuses(): Promise<Record<string, SessionStatus>> {
     return this.#call("read session statuses", () => this.#sdk.session.status());
   }
@@ -147,24 +150,14 @@ export class OpencodeHttpApi {
     return this.#call("read session messages", () => this.#sdk.session.messages({ sessionID, limit }));
   }
 
-  async todos(sessionID: string): Promise<Todo[]> {
-    return this.#call("read session todos", () => this.#sdk.session.todo({ sessionID }));
-  }
-
-  /** A toast in an attached TUI; harmless (opencode answers true) when none is attached. */
-  async showToast(toast: { title: string; message: string; variant: "info" | "success" | "warning" | "error" }): Promise<void> {
+  async showToast(toast: { title: string; message: string; variant: ToastVariant }): Promise<void> {
     await this.#call("show a toast", () => this.#sdk.tui.showToast({ ...toast, duration: 5_000 }));
   }
 
-  /** Answers a `permission.asked` request of a session. */
-  async replyPermission(requestID: string, reply: "once" | "always" | "reject", message?: string): Promise<void> {
+  async replyPermission(requestID: string, reply: PermissionReply, message?: string): Promise<void> {
     await this.#call("answer a permission request", () => this.#sdk.permission.reply({ requestID, reply, message }));
   }
 
-  /**
-   * The directory's event stream. The SDK reconnects by itself (without replaying the gap); every
-   * connection starts with a `server.connected` event, which is how callers see a reconnect.
-   */
   async events(signal: AbortSignal, onError: (error: unknown) => void): Promise<AsyncGenerator<Event>> {
     const { stream } = await this.#sdk.event.subscribe(undefined, {
       signal,

@@ -42,8 +42,8 @@ export const TokenMap = z.record(z.string(), Token).superRefine((tokens, ctx) =>
 
 /** The config file's `http` section. */
 export const HttpFileConfig = z.strictObject({
-  host: z.string().min(1).optional().describe(`Address to listen on (default ${DEFAULT_HTTP_HOST})`),
-  port: Port.optional().describe(`Port to listen on (default ${DEFAULT_HTTP_PORT}; 0 picks a free one)`),
+  host: z.string().min(1).default(DEFAULT_HTTP_HOST).describe("Address to listen on; other than loopback needs a token"),
+  port: Port.default(DEFAULT_HTTP_PORT).describe("Port to listen on; 0 picks a free one"),
 });
 export type HttpFileConfig = z.infer<typeof HttpFileConfig>;
 
@@ -71,7 +71,7 @@ export class HttpSettingsError extends Error {
 export interface HttpSettingsInput {
   flags: { host?: string; port?: string; token?: string };
   env: NodeJS.ProcessEnv;
-  file: { http?: HttpFileConfig; auth?: AuthFileConfig };
+  file: { http?: z.input<typeof HttpFileConfig>; auth?: AuthFileConfig };
   /** Relative paths (auth.tokensFile) resolve against this. */
   cwd: string;
 }

@@ -33,8 +33,10 @@ import {
   OpencodeRequestError,
   OpencodeUnreachableError,
   type OpencodeApi,
+  type PermissionReply,
   type PromptInput,
   type SessionMessage,
+  type ToastVariant,
 } from "../../src/opencode/client.js";
 
 type SessionError = NonNullable<Extract<Event, { type: "session.error" }>["properties"]["error"]>;
@@ -112,7 +114,6 @@ const REJECTED_TOOL = "The user rejected permission to use this specific tool ca
 export class SimulatedOpencode implements OpencodeApi {
   readonly url: string;
   readonly directory: string;
-  requestCount = 0;
 
   /** Runs that started (reached the model), per agent. */
   readonly reachedModel = new Map<string, number>();
@@ -297,11 +298,7 @@ export class SimulatedOpencode implements OpencodeApi {
     });
   }
 
-  todos(sessionID: string): Promise<Todo[]> {
-    return this.#call("read session todos", () => structuredClone(this.#live(sessionID, "read session todos").todos));
-  }
-
-  replyPermission(requestID: string, reply: "once" | "always" | "reject", message?: string): Promise<void> {
+  replyPermission(requestID: string, reply: PermissionReply, message?: string): Promise<void> {
     return this.#call("answer a permission request", () => {
       const sessionID = this.#permissions.get(requestID);
       if (sessionID === undefined) {
@@ -331,12 +328,11 @@ export class SimulatedOpencode implements OpencodeApi {
   }
 
   /** `tui.showToast`: opencode answers true even with no TUI attached. */
-  showToast(toast: { title: string; message: string; variant: "info" | "success" | "warning" | "error" }): Promise<void> {
+  showToast(toast: { title: string; message: string; variant: ToastVariant }): Promise<void> {
     return this.#call("show a toast", () => void this.toasts.push({ ...toast }));
   }
 
   async events(signal: AbortSignal, onError: (error: unknown) => void): Promise<AsyncGenerator<Event>> {
-    this.requestCount++;
     this.activity++;
     return this.#stream(signal, onError);
   }
@@ -604,7 +600,6 @@ export class SimulatedOpencode implements OpencodeApi {
   // ---- internals ----------------------------------------------------------------------------------
 
   async #call<T>(what: string, effect: () => T): Promise<T> {
-    this.requestCount++;
     this.activity++;
     this.#pending++;
     try {

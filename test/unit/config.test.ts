@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, loadConfigFile, parseCli, type Settings } from "../../src/config.js";
+import { ConfigError, configKeys, loadConfigFile, parseCli, type Settings } from "../../src/config.js";
+import { DEFAULT_POLICY } from "../../src/tasks/policy.js";
 
 let dir: string;
 let cwd: string;
@@ -252,5 +253,51 @@ describe("parseCli --claude-channel", () => {
     expect(settings(["--config", configFile({ notifications: { claudeChannel: true } })]).claudeChannel).toBe(true);
     expect(settings(["--config", configFile({ notifications: { claudeChannel: false } }), "--claude-channel"]).claudeChannel).toBe(true);
     expect(loadConfigFileError(configFile({ notifications: { claudeChannel: "yes" } })).message).toContain("notifications.claudeChannel");
+  });
+});
+
+describe("config file settings reach the settings", () => {
+  it("uses the schema's defaults without a file", () => {
+    const s = settings([]);
+    expect(s.policy).toEqual(DEFAULT_POLICY);
+    expect(s.policy).toMatchObject({ taskTimeoutMs: 1_800_000, stallMs: 300_000, onPermission: "reject", maxDepth: 3 });
+    expect(s.retention).toEqual({ maxAgeDays: 7, maxTasks: 10_000 });
+    expect(s.resumeInterrupted).toBe(false);
+  });
+
+  it("reads every task policy setting from the file, defaults filling what it leaves out", () => {
+    const file = configFile({
+      timeouts: { taskMs: 0, stallMs: 60_000 },
+      permissions: { onAsk: "wait" },
+      todos: { continuations: 0 },
+      limits: { maxToolCalls: 7, maxRepeatedToolCalls: 3, maxQueuedPerAgent: 9, maxResultChars: 2_000, maxDepth: 10 },
+    });
+    expect(settings(["--config", file]).policy).toEqual({
+      taskTimeoutMs: 0,
+      stallMs: 60_000,
+      onPermission: "wait",
+      todoContinuations: 0,
+      maxToolCalls: 7,
+      maxRepeatedToolCalls: 3,
+      maxQueuedPerAgent: 9,
+      maxResultChars: 2_000,
+      maxDepth: 10,
+    });
+    const partial = configFile({ limits: { maxDepth: 1 }, retention: { maxTasks: 50 }, recovery: { resumeInterrupted: true } });
+    const s = settings(["--config", partial]);
+    expect(s.policy).toEqual({ ...DEFAULT_POLICY, maxDepth: 1 });
+    expect(s.retention).toEqual({ maxAgeDays: 7, maxTasks: 50 });
+    expect(s.resumeInterrupted).toBe(true);
+  });
+
+  it("lists every key of the schema as allowed when refusing an unknown one", () => {
+    const message = loadConfigFileError(configFile({ limits: { maxDepht: 2 } })).message;
+    expect(message).toContain('Unrecognized key: "maxDepht"');
+    const allowed = /allowed keys: (.*)$/.exec(message)![1]!;
+    const listed = [...allowed.matchAll(/(\w+)(?:\.\{([^}]*)\}|\.(\w+))?/g)].flatMap(([, section, several, one]) =>
+      several ? several.split(",").map((key) => `${section}.${key}`) : one ? [`${section}.${one}`] : [section!],
+    );
+    expect(listed).toEqual(configKeys());
+    expect(listed).toContain("limits.maxDepth");
   });
 });
