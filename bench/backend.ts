@@ -1,8 +1,8 @@
 // The shared world both servers run against in one bench run: one scripted model, one real opencode
 // server in a sandbox, and the bench's own view of both (last-chunk times, parent prompts).
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
-import { ScriptedModel } from "../src/dev/model-server.js";
-import { startOpencodeSandbox, type OpencodeSandbox } from "../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../dev/model-server.js";
+import { startOpencodeSandbox, type OpencodeSandbox } from "../dev/opencode-sandbox.js";
 import { OpencodeTap } from "./opencode-tap.js";
 import { waitUntil } from "./async-utils.js";
 import { BENCH_AGENTS } from "./profile.js";

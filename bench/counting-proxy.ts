@@ -2,7 +2,7 @@
 // server so that the figure does not depend on the server counting itself honestly.
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import { nowMs } from "../src/dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 
 export interface ProxiedRequest {
   /** "GET /session/:id/message": ids and the query string are dropped so that requests group by route. */

@@ -4,7 +4,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { LoggingMessageNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { readFileSync } from "node:fs";
-import { nowMs } from "../src/dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 
 const TERMINAL_EVENTS = new Set(["task.completed", "task.error", "task.cancelled"]);
 

@@ -3,7 +3,7 @@
 // (b) when a parent session's prompt naming a finished task is stored: what the model that launched the
 // task will see, the end of the "push" path, measured at opencode rather than trusted from the server.
 import { createOpencodeClient, type Event } from "@opencode-ai/sdk/v2";
-import { nowMs } from "../src/dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 
 // Both servers name the task in the prompt: ours "bg_<12 hex>", the seed "bg_<8 hex>".
 const TASK_ID = /\bbg_[0-9a-f]{8,12}\b/;

@@ -6,7 +6,7 @@
 //   BENCH_ONLY=1,4  run only these scenarios (numbers as in the table)
 //   BENCH_STRICT=1  exit 1 when a budget fails
 import { writeFileSync } from "node:fs";
-import { nowMs } from "../src/dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 import { startBackend, type Backend } from "./backend.js";
 import { describeMachine, loadAverage } from "./machine.js";
 import { DEFAULT_RESULTS } from "./paths.js";

@@ -1,7 +1,7 @@
 // 4. Load on opencode: the HTTP requests a server sends to opencode while its tasks just wait on the model,
 // counted by a proxy between the server and opencode. Both servers run at once, each behind its own proxy,
 // on their own held tasks; only the counting window matters, so they do not disturb each other's figures.
-import { nowMs } from "../../src/dev/model-server.js";
+import { nowMs } from "../../dev/model-server.js";
 import type { Backend } from "../backend.js";
 import { sampleTag } from "../backend.js";
 import { sleep, waitUntil } from "../async-utils.js";

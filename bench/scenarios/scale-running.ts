@@ -1,6 +1,6 @@
 // 5a. Scale, running: R tasks running at once (the scripted model holds every one), the server's resident
 // memory then, what it asks of opencode meanwhile, and how fast it takes in R completions at once.
-import { nowMs } from "../../src/dev/model-server.js";
+import { nowMs } from "../../dev/model-server.js";
 import type { Backend } from "../backend.js";
 import { sampleTag } from "../backend.js";
 import { pool, sleep, waitUntil } from "../async-utils.js";

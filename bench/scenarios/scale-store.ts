@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Backend } from "../backend.js";
-import { nowMs } from "../../src/dev/model-server.js";
+import { nowMs } from "../../dev/model-server.js";
 import type { Profile } from "../profile.js";
 import { budget, type ScenarioResult } from "../report.js";
 import { seededRandom } from "../rng.js";

@@ -1,8 +1,8 @@
 // 3. Slot utilisation: N tasks per agent launched at once, each one model request of known duration D,
 // limit L. The model must see exactly L of the agent's requests at a time, and the queue must drain in
 // about ceil(N / L) x D: slots are handed on without idling.
-import type { ModelRequestRecord } from "../../src/dev/model-server.js";
-import { nowMs } from "../../src/dev/model-server.js";
+import type { ModelRequestRecord } from "../../dev/model-server.js";
+import { nowMs } from "../../dev/model-server.js";
 import type { Backend } from "../backend.js";
 import { sampleTag } from "../backend.js";
 import type { Launched, Terminal } from "../mcp-driver.js";

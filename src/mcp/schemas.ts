@@ -7,7 +7,23 @@ export const MAX_BLOCK_MS = 10 * 60 * 1000;
 
 const nonEmpty = (what: string) => z.string().trim().min(1, `${what} must not be empty`);
 
-export const BackgroundTaskInput = {
+/**
+ * A tool's parameters, published closed (`additionalProperties: false`). The tool itself refuses others
+ * (`unknownParameters`), so the parse lets them through: the SDK's own refusal would be wrapped in protocol
+ * text and, for a task-augmented background_task call, would not even be a CreateTaskResult.
+ */
+const toolParameters = <Shape extends z.ZodRawShape>(shape: Shape) => z.looseObject(shape).meta({ additionalProperties: false });
+
+/** The refusal of a call with parameters `tool` does not take (a typo, a feature this version lacks), or null. */
+export function unknownParameters(tool: string, parameters: z.ZodObject, args: object): string | null {
+  const allowed = Object.keys(parameters.shape);
+  const unknown = Object.keys(args).filter((key) => !Object.hasOwn(parameters.shape, key));
+  if (unknown.length === 0) return null;
+  const named = unknown.map((key) => JSON.stringify(key.length > 60 ? `${key.slice(0, 59)}…` : key));
+  return `${tool} does not take ${named.join(", ")}; allowed: ${allowed.join(", ")}`;
+}
+
+export const BackgroundTaskInput = toolParameters({
   description: nonEmpty("description").max(200).describe("A short (3-10 words) description of the task, shown in lists and notifications"),
   prompt: nonEmpty("prompt").describe("The full instructions for the background agent (at most 1 MB)"),
   agent: nonEmpty("agent").describe("The opencode agent that runs the task, e.g. \"explore\" or \"general\""),
@@ -28,9 +44,9 @@ export const BackgroundTaskInput = {
     .max(24 * 60 * 60 * 1000)
     .optional()
     .describe("Abort the task and end it with an error after this many milliseconds"),
-};
+});
 
-export const BackgroundOutputInput = {
+export const BackgroundOutputInput = toolParameters({
   task_id: z.string().min(1).optional().describe("The task to read; omit to list all tasks, newest first"),
   block: z.boolean().default(false).describe("Wait until the task is finished (or timeout_ms passes)"),
   timeout_ms: z
@@ -43,12 +59,12 @@ export const BackgroundOutputInput = {
   full: z.boolean().default(false).describe("Also return the transcript: messages and tool calls"),
   limit: z.number().int().min(1).max(500).default(50).describe("When listing (no task_id): tasks per page, newest first"),
   cursor: z.string().min(1).optional().describe("When listing: the next_cursor of the previous page"),
-};
+});
 
-export const BackgroundCancelInput = {
+export const BackgroundCancelInput = toolParameters({
   task_id: z.string().min(1).optional().describe("The task to cancel"),
   all: z.boolean().optional().describe("Cancel every queued and running task"),
-};
+});
 
 const Status = z.enum(TASK_STATUSES);
 

@@ -18,6 +18,7 @@ import {
   BackgroundTaskInput,
   BackgroundTaskOutput,
   type TaskView,
+  unknownParameters,
 } from "./schemas.js";
 import { summarize, toView } from "./task-view.js";
 
@@ -64,8 +65,9 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       execution: { taskSupport: "optional" },
     },
     {
+      // The SDK has parsed args with inputSchema; its task-handler typing only keeps a raw shape's type, not an object schema's.
       createTask: async (args, extra) => {
-        const answer = await launchTask(server, tasks, options, args);
+        const answer = await launchTask(server, tasks, options, args as BackgroundTaskArgs);
         return { task: await extra.taskStore.createTask({ ttl: extra.taskRequestedTtl, context: { [LAUNCH_ANSWER]: answer } }) };
       },
       // The SDK never calls these two (tasks/get and tasks/result read the task store); if it ever does, they agree with it.
@@ -86,6 +88,8 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       annotations: { readOnlyHint: true, openWorldHint: false },
     },
     async (args, extra) => {
+      const unknown = unknownParameters("background_output", BackgroundOutputInput, args);
+      if (unknown) return fail(unknown);
       const { task_id, block, timeout_ms, full } = args;
       try {
         if (task_id === undefined) {
@@ -138,6 +142,8 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
     },
     async (args) => {
+      const unknown = unknownParameters("background_cancel", BackgroundCancelInput, args);
+      if (unknown) return fail(unknown);
       const { task_id, all } = args;
       if (task_id === undefined && !all) return fail('Give task_id (one task) or all: true (every unfinished task).');
       if (task_id !== undefined && !tasks.get(task_id)) return fail(unknownTask(task_id));
@@ -163,10 +169,12 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
   );
 }
 
-type BackgroundTaskArgs = z.infer<z.ZodObject<typeof BackgroundTaskInput>>;
+type BackgroundTaskArgs = z.infer<typeof BackgroundTaskInput>;
 
 /** Launches a task: the answer of background_task, an error result when the launch is refused. */
 async function launchTask(server: McpServer, tasks: OwnedTasks, options: ToolOptions, args: BackgroundTaskArgs): Promise<CallToolResult> {
+  const unknown = unknownParameters("background_task", BackgroundTaskInput, args);
+  if (unknown) return fail(unknown);
   try {
     // opencode sends no session id: find the calling session, which becomes the parent. An explicit one wins.
     const caller = args.parent_session_id ? undefined : await callerOf(server, tasks.manager, "background_task", args);

@@ -34,7 +34,7 @@ describe("npm run bench (quick)", () => {
     const out = join(dir, "results.json");
     // The same steps as `npm run bench` after `npm run build` (which `npm test` has done).
     await node([tsc, "-p", "bench/tsconfig.json"]);
-    await node([join("dist", "bench", "bench", "run.js")], { BENCH_QUICK: "1", BENCH_OUT: out });
+    await node([join("out", "bench", "bench", "run.js")], { BENCH_QUICK: "1", BENCH_OUT: out });
 
     const results = Results.parse(JSON.parse(readFileSync(out, "utf8")));
     expect(results.mode).toBe("quick");

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ScriptedModel } from "../../src/dev/model-server.js";
+import { ScriptedModel } from "../../dev/model-server.js";
 
 interface Chunk {
   choices: Array<{

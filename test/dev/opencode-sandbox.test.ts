@@ -3,8 +3,8 @@ import os from "node:os";
 import path from "node:path";
 import { createOpencodeClient, type Event, type OpencodeClient, type Part } from "@opencode-ai/sdk/v2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ScriptedModel } from "../../src/dev/model-server.js";
-import { startOpencodeSandbox, writeSandboxProject, type OpencodeSandbox } from "../../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../../dev/model-server.js";
+import { startOpencodeSandbox, writeSandboxProject, type OpencodeSandbox } from "../../dev/opencode-sandbox.js";
 
 const TIMEOUT = 60_000;
 

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../src/opencode/embedded.js";
-import { ScriptedModel } from "../../src/dev/model-server.js";
-import { startOpencodeSandbox, writeSandboxProject } from "../../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../../dev/model-server.js";
+import { startOpencodeSandbox, writeSandboxProject } from "../../dev/opencode-sandbox.js";
 import { CLI, McpHarness, text } from "./harness.js";
 
 let model: ScriptedModel;

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeSandboxProject } from "../../src/dev/opencode-sandbox.js";
+import { writeSandboxProject } from "../../dev/opencode-sandbox.js";
 import { CLI, McpHarness, startBackend, waitFor } from "./harness.js";
 
 type View = { task_id: string; status: string; result: string | null; error: string | null };

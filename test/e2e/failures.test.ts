@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ScriptedModel } from "../../src/dev/model-server.js";
-import { startOpencodeSandbox, writeSandboxProject, type OpencodeSandbox } from "../../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../../dev/model-server.js";
+import { startOpencodeSandbox, writeSandboxProject, type OpencodeSandbox } from "../../dev/opencode-sandbox.js";
 import { freePort, startEmbeddedOpencode } from "../../src/opencode/embedded.js";
 import { killOpencodeUnder, McpHarness, waitFor } from "./harness.js";
 

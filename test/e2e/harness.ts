@@ -9,8 +9,8 @@ import { mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ScriptedModel } from "../../src/dev/model-server.js";
-import { startOpencodeSandbox, type OpencodeSandbox } from "../../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../../dev/model-server.js";
+import { startOpencodeSandbox, type OpencodeSandbox } from "../../dev/opencode-sandbox.js";
 
 export const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
 

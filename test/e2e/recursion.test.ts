@@ -3,8 +3,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { ScriptedModel } from "../../src/dev/model-server.js";
-import { startOpencodeSandbox, type OpencodeSandbox } from "../../src/dev/opencode-sandbox.js";
+import { ScriptedModel } from "../../dev/model-server.js";
+import { startOpencodeSandbox, type OpencodeSandbox } from "../../dev/opencode-sandbox.js";
 import { freePort } from "../../src/opencode/embedded.js";
 import { CLI, McpHarness, waitFor } from "./harness.js";
 

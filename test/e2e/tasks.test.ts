@@ -114,6 +114,27 @@ describe("background tasks against a real opencode server", () => {
     expect(text(neither)).toMatch(/task_id .* or all: true/);
   });
 
+  it("refuses a parameter a tool does not take, naming it and the allowed ones, and launches nothing", async () => {
+    const { tools } = await mcp.client.listTools();
+    expect(tools.find((t) => t.name === "background_task")?.inputSchema.additionalProperties).toBe(false);
+    const ids = async () => (await mcp.ok<{ tasks: View[] }>("background_output", { limit: 500 })).tasks.map((t) => t.task_id);
+    const before = await ids();
+    const refused = await mcp.call("background_task", {
+      description: "wrong place",
+      prompt: "[[reply:never sent]] unknown-parameter-marker",
+      agent: "alpha",
+      isolation: "worktree",
+    });
+    expect(refused.isError).toBe(true);
+    expect(text(refused)).toBe(
+      'background_task does not take "isolation"; allowed: description, prompt, agent, model, parent_session_id, timeout_ms',
+    );
+    expect(await ids()).toEqual(before);
+    // Give a launch that slipped through time to reach the model.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(backend.model.sawText("unknown-parameter-marker")).toBe(false);
+  });
+
   it("ends a task with the provider's error when the model answers 400", async () => {
     const task = await launch({ description: "bad request", prompt: "[[error:400]] fail please" });
     const view = await finished(task.task_id);

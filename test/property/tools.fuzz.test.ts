@@ -11,7 +11,6 @@
 import fc from "fast-check";
 import { ErrorCode, McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { z } from "zod";
 import { BackgroundCancelInput, BackgroundOutputInput, BackgroundTaskInput } from "../../src/mcp/schemas.js";
 import { TaskManager } from "../../src/tasks/manager.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
@@ -24,9 +23,9 @@ const runs = (n: number): number => Math.max(1, Math.round(n * SCALE));
 const TIMEOUT = Math.round(30_000 * Math.max(1, SCALE)) + 30_000;
 
 const TOOLS = {
-  background_task: z.object(BackgroundTaskInput),
-  background_output: z.object(BackgroundOutputInput),
-  background_cancel: z.object(BackgroundCancelInput),
+  background_task: BackgroundTaskInput,
+  background_output: BackgroundOutputInput,
+  background_cancel: BackgroundCancelInput,
 } as const;
 type ToolName = keyof typeof TOOLS;
 const TOOL_NAMES = Object.keys(TOOLS) as ToolName[];
@@ -192,6 +191,7 @@ function problem(name: ToolName, args: unknown, outcome: Outcome): string | null
   if (!text.trim()) return "empty text";
   if (INTERNAL.test(text)) return `error text looks like a leaked exception: ${text.slice(0, 300)}`;
   const parsed = TOOLS[name].safeParse(isObject ? wire : (wire ?? {}));
+  const unknown = isObject ? unknownKeys(name, wire) : [];
   if (result.isError) {
     if (!parsed.success) {
       // A schema error must name a key that was wrong.
@@ -199,12 +199,18 @@ function problem(name: ToolName, args: unknown, outcome: Outcome): string | null
       const named = [...keys].some((k) => k && text.includes(k));
       if (!named && isObject) return `isError does not name the wrong key (${[...keys].join(", ")}): ${text.slice(0, 300)}`;
       count(`${name}: invalid input -> isError`);
+    } else if (unknown.length) {
+      // A parameter the tool does not take is refused by name, with the allowed ones.
+      const missing = unknown.filter((k) => !text.includes(JSON.stringify(k)));
+      if (missing.length || !text.includes("allowed: ")) return `refusal does not name ${JSON.stringify(missing)} and the allowed keys: ${text.slice(0, 300)}`;
+      count(`${name}: unknown parameter -> isError`);
     } else {
       count(`${name}: valid input -> isError (${classify(text)})`);
     }
     return null;
   }
   if (!parsed.success) return `accepted input its own schema rejects (${parsed.error.issues[0]?.message}): ${JSON.stringify(wire).slice(0, 200)}`;
+  if (unknown.length) return `accepted parameters it does not take (${JSON.stringify(unknown)}): ${JSON.stringify(wire).slice(0, 200)}`;
   if (!result.structuredContent) return "success without structuredContent";
   if (name === "background_task") {
     const id = (result.structuredContent as { task_id?: unknown }).task_id;
@@ -213,6 +219,14 @@ function problem(name: ToolName, args: unknown, outcome: Outcome): string | null
   }
   count(`${name}: ok`);
   return null;
+}
+
+/**
+ * The keys of `args` that `tool` does not take. "__proto__" does not count: the SDK's request schema drops it
+ * from `arguments` before any tool sees the call.
+ */
+function unknownKeys(tool: ToolName, args: object): string[] {
+  return Object.keys(args).filter((key) => key !== "__proto__" && !Object.hasOwn(TOOLS[tool].shape, key));
 }
 
 function classify(text: string): string {

@@ -7,12 +7,11 @@ import { LoggingMessageNotificationSchema, ResourceUpdatedNotificationSchema } f
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import type { TaskView } from "../mcp/schemas.js";
+import type { TaskView } from "../src/mcp/schemas.js";
 import { ScriptedModel } from "./model-server.js";
 import { writeSandboxProject } from "./opencode-sandbox.js";
+import { BUILT_CLI } from "./paths.js";
 
-const CLI = fileURLToPath(new URL("../cli.js", import.meta.url));
 const LIMITS: Record<string, number> = { explore: 2, review: 1 };
 
 interface Launched {
@@ -72,7 +71,7 @@ async function main(): Promise<void> {
     });
     say(`sandbox project ${project.directory} (agents: explore, review)`);
 
-    const args = [CLI, "--directory", project.directory, "--data-dir", path.join(root, "data"),
+    const args = [BUILT_CLI, "--directory", project.directory, "--data-dir", path.join(root, "data"),
       "--concurrency", `explore=${LIMITS.explore}`, "--concurrency", `review=${LIMITS.review}`];
     const transport = new StdioClientTransport({
       command: process.execPath,

@@ -4,7 +4,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startEmbeddedOpencode } from "../opencode/embedded.js";
+import { startEmbeddedOpencode } from "../src/opencode/embedded.js";
 
 export interface SandboxAgent {
   description?: string;
