@@ -10,9 +10,10 @@ import {
   type Task as McpTask,
 } from "@modelcontextprotocol/sdk/types.js";
 import { isTerminal, type Task, type TaskStatus } from "../tasks/task.js";
+import { statusMessage, taskReport } from "../tasks/task-text.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import type { OwnedTasks } from "./owned-tasks.js";
-import { summarize, toView, type QueuePositions } from "./task-view.js";
+import { toView, type QueuePositions } from "./task-view.js";
 
 /**
  * MCP Tasks (spec 2025-11-25) over our tasks. Every task of the owner is an MCP task with the same id:
@@ -41,11 +42,10 @@ const MCP_STATUS: Record<TaskStatus, McpTask["status"]> = {
 
 /** Our task as an MCP task. No TTL: a finished task is kept until retention prunes it. */
 export function toMcpTask(task: Task, queue: QueuePositions): McpTask {
-  const message = statusMessage(task, queue);
   return {
     taskId: task.id,
     status: MCP_STATUS[task.status],
-    ...(message === undefined ? {} : { statusMessage: message }),
+    statusMessage: statusMessage(task, { queuePosition: queue.queuePosition(task) }),
     createdAt: new Date(task.created_at).toISOString(),
     lastUpdatedAt: new Date(task.completed_at ?? task.started_at ?? task.created_at).toISOString(),
     ttl: null,
@@ -53,26 +53,11 @@ export function toMcpTask(task: Task, queue: QueuePositions): McpTask {
   };
 }
 
-function statusMessage(task: Task, queue: QueuePositions): string | undefined {
-  switch (task.status) {
-    case "queued":
-      return `queued for a slot of agent ${task.agent} (position ${queue.queuePosition(task) ?? "?"})`;
-    case "running":
-      return task.progress.tool_calls ? `running, ${task.progress.tool_calls} tool call(s), last ${task.progress.last_tool}` : "running";
-    case "completed":
-      return undefined;
-    case "error":
-      return task.error ?? "failed";
-    case "cancelled":
-      return task.error ?? "cancelled";
-  }
-}
-
 /** What tasks/result gives for a finished task: its background_output view. Anything but completed is an error result. */
 export function finalResult(task: Task, queue: QueuePositions): CallToolResult {
   const view = toView(task, queue);
   return {
-    content: [{ type: "text", text: summarize(view) }],
+    content: [{ type: "text", text: taskReport(task, { queuePosition: view.queue_position }) }],
     structuredContent: view,
     ...(task.status === "completed" ? {} : { isError: true }),
   };

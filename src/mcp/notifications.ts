@@ -1,8 +1,7 @@
 import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
 import type { TaskChange } from "../tasks/manager.js";
-import { formatMs } from "../tasks/session-runner.js";
-import { durationMs, type Task } from "../tasks/task.js";
-import { oneLine } from "../opencode/transcript.js";
+import type { Task } from "../tasks/task.js";
+import { endedText, oneLine, taskLine } from "../tasks/task-text.js";
 import { toView, type QueuePositions } from "./task-view.js";
 
 /** What is pushed about a task change; push.ts decides who gets it. */
@@ -12,6 +11,9 @@ export const taskUri = (taskId: string): string => `background-task://${taskId}`
 
 /** Events logged to the client: every status change, and provider retries. */
 const LOGGED_EVENTS = new Set<TaskChange["event"]>(["task.queued", "task.running", "task.retrying", "task.completed", "task.error", "task.cancelled"]);
+
+/** The result's preview in a logging message, in characters. */
+const RESULT_PREVIEW_CHARS = 200;
 
 export interface TaskLogMessage {
   level: LoggingLevel;
@@ -26,6 +28,7 @@ export function taskLogMessage({ event, task }: TaskChange, queue: QueuePosition
     level: task.status === "error" ? "error" : event === "task.retrying" ? "warning" : "info",
     data: {
       event,
+      message: taskLine(task, { queuePosition: view.queue_position }),
       task_id: view.task_id,
       status: view.status,
       agent: view.agent,
@@ -35,7 +38,7 @@ export function taskLogMessage({ event, task }: TaskChange, queue: QueuePosition
       duration_ms: view.duration_ms,
       queue_position: view.queue_position,
       error: view.error,
-      result_preview: view.result === null ? null : view.result.slice(0, 200),
+      result_preview: view.result === null ? null : oneLine(view.result, RESULT_PREVIEW_CHARS),
       ...(event === "task.retrying" ? { retry: view.progress.retry } : {}),
     },
   };
@@ -52,22 +55,7 @@ export interface ChannelEvent {
   meta: Record<string, string>;
 }
 
-/** The preview's length in the channel event: 300 characters, then "…" when cut. */
-const CHANNEL_PREVIEW_CHARS = 301;
-
 /** The channel event for a task that has ended: which task, how it ended, a preview or the error, and how to read it. */
 export function channelEvent(task: Task): ChannelEvent {
-  const ms = durationMs(task, task.completed_at ?? Date.now());
-  const took = ms === null ? null : formatMs(ms);
-  const outcome =
-    task.status === "completed"
-      ? `completed${took ? ` in ${took}` : ""}`
-      : task.status === "error"
-        ? `failed${took ? ` after ${took}` : ""}: ${task.error ?? "unknown error"}`
-        : `was cancelled${took ? ` after ${took}` : " before it started"}${task.error ? ` (${task.error})` : ""}`;
-  const lines = [`Background task ${task.id} "${task.description}" (agent ${task.agent}) ${outcome}.`];
-  if (task.status === "completed") lines.push(task.result ? `Preview: ${oneLine(task.result, CHANNEL_PREVIEW_CHARS)}` : "The agent wrote no text.");
-  lines.push(`Read its output with background_output {"task_id": "${task.id}"}.`);
-  return { content: lines.join("\n"), meta: { task_id: task.id, status: task.status, agent: task.agent } };
+  return { content: endedText(task), meta: { task_id: task.id, status: task.status, agent: task.agent } };
 }
-

@@ -5,6 +5,7 @@ import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/clie
 import { toTranscript } from "../opencode/transcript.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
+import { taskLine, taskReport, type ReportOptions } from "../tasks/task-text.js";
 import { callerOf, detectionNote } from "./caller.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { LAUNCH_ANSWER } from "./mcp-tasks.js";
@@ -20,7 +21,7 @@ import {
   type TaskView,
   unknownParameters,
 } from "./schemas.js";
-import { summarize, toView } from "./task-view.js";
+import { toView } from "./task-view.js";
 
 export interface ToolOptions {
   /** Whether a task with a parent session gets a prompt in that session when it ends. */
@@ -101,9 +102,10 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
             caller?.kind === "found"
               ? tasks.descendants(caller.sessionID).slice(offset, offset + args.limit + 1)
               : tasks.list({ limit: args.limit + 1, offset });
-          const views = listed.slice(0, args.limit).map((t) => toView(t, tasks));
+          const page = listed.slice(0, args.limit);
+          const views = page.map((t) => toView(t, tasks));
           const next_cursor = listed.length > args.limit ? encodeCursor(offset + args.limit) : null;
-          const lines = views.map((v) => `${v.task_id} ${v.status} ${v.agent} "${v.description}"`);
+          const lines = page.map((t, i) => `- ${taskLine(t, { queuePosition: views[i]!.queue_position })}`);
           const more = next_cursor ? `\nMore: call background_output with cursor "${next_cursor}".` : "";
           const text = views.length ? `${views.length} task(s), newest first:\n${lines.join("\n")}${more}` : "No tasks.";
           return ok(text, { tasks: views, next_cursor });
@@ -120,12 +122,15 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
           }
         }
         const view: TaskView = toView(task, tasks);
+        let transcript: ReportOptions["transcript"];
         if (full && task.session_id) {
-          const { entries, omitted } = toTranscript(await tasks.manager.api.messages(task.session_id));
-          view.messages = entries;
-          view.messages_omitted = omitted;
+          transcript = toTranscript(await tasks.manager.api.messages(task.session_id));
+          view.messages = transcript.entries;
+          view.messages_omitted = transcript.omitted;
+        } else if (full) {
+          transcript = { entries: [], omitted: 0 };
         }
-        return ok(summarize(view), view);
+        return ok(taskReport(task, { queuePosition: view.queue_position, transcript }), view);
       } catch (error) {
         return asToolError(error);
       }
@@ -201,8 +206,7 @@ async function launchTask(server: McpServer, tasks: OwnedTasks, options: ToolOpt
 
 /** What a progress notification says while background_output waits for `task`. */
 function waiting(task: Task): string {
-  const tools = task.progress.tool_calls ? `, ${task.progress.tool_calls} tool call(s)` : "";
-  return `Waiting for task ${task.id} ("${task.description}"): ${task.status}${tools}`;
+  return `Waiting. ${taskLine(task)}`;
 }
 
 function unknownTask(taskId: string): string {

@@ -2,9 +2,9 @@ import { OpencodeRequestError, type OpencodeApi } from "../opencode/client.js";
 import { textOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import type { TaskChange, TaskManager } from "../tasks/manager.js";
-import { formatMs } from "../tasks/session-runner.js";
 import type { OutboxMessage, OutboxRow, TaskStore } from "../tasks/store.js";
-import { durationMs, isTerminal, type ModelRef, type Task } from "../tasks/task.js";
+import { isTerminal, type ModelRef, type Task } from "../tasks/task.js";
+import { endedSummary, endedText, taskLine } from "../tasks/task-text.js";
 
 /** Backoff between delivery attempts: 1 s doubling to 5 min. */
 const retryDelay = (attempts: number): number => Math.min(1_000 * 2 ** Math.max(0, attempts - 1), 300_000);
@@ -140,29 +140,17 @@ function contextOf(messages: Array<{ info: { role: string } }>): { agent?: strin
   };
 }
 
+/** Marks our prompts in the parent's conversation, so a model tells them from its user's words. */
+const tag = (task: Task): string => `[BACKGROUND TASK ${task.status.toUpperCase()}] `;
+
 export function parentPromptText(task: Task): string {
-  return `${headline(task)}${preview(task, 300)}\nRead the full output with background_output {"task_id": "${task.id}"}.`;
-}
-
-function headline(task: Task): string {
-  const took = formatMs(durationMs(task, task.completed_at ?? Date.now()) ?? 0);
-  const outcome =
-    task.status === "completed"
-      ? `completed in ${took}`
-      : task.status === "error"
-        ? `failed after ${took}: ${task.error}`
-        : `was cancelled after ${took}${task.error ? ` (${task.error})` : ""}`;
-  return `[BACKGROUND TASK ${task.status.toUpperCase()}] Task ${task.id} "${task.description}" (agent ${task.agent}) ${outcome}.`;
-}
-
-function preview(task: Task, max: number): string {
-  return task.result ? `\nPreview: ${task.result.replace(/\s+/g, " ").slice(0, max)}` : "";
+  return `${tag(task)}${endedText(task)}`;
 }
 
 /** Recorded without a model turn: other tasks of the same parent are still going. */
 export function recordText(task: Task): string {
   return (
-    `${headline(task)}${preview(task, 300)}\nRead the full output with background_output {"task_id": "${task.id}"}.\n` +
+    `${parentPromptText(task)}\n` +
     `Other background tasks of this session are still running: you will be prompted once when they are all done.`
   );
 }
@@ -170,12 +158,9 @@ export function recordText(task: Task): string {
 /** The wake-up: the task that ended the batch, then one line per task of the batch. */
 export function wakeText(task: Task, recorded: Task[]): string {
   if (recorded.length === 0) return parentPromptText(task);
-  const line = (t: Task): string =>
-    `- ${t.id} "${t.description}" (${t.agent}): ${t.status} in ${formatMs(durationMs(t, t.completed_at ?? Date.now()) ?? 0)}` +
-    (t.status === "completed" ? `: ${(t.result ?? "").replace(/\s+/g, " ").slice(0, 120)}` : t.error ? `: ${t.error}` : "");
   return (
-    `${headline(task)}${preview(task, 300)}\n` +
-    `All ${recorded.length + 1} background tasks of this batch have ended:\n${[...recorded, task].map(line).join("\n")}\n` +
+    `${tag(task)}${endedSummary(task)}\n` +
+    `All ${recorded.length + 1} background tasks of this batch have ended:\n${[...recorded, task].map((t) => `- ${taskLine(t)}`).join("\n")}\n` +
     `Read any full output with background_output {"task_id": "<id>"}.`
   );
 }

@@ -2,6 +2,7 @@ import type { OpencodeApi } from "../opencode/client.js";
 import { log } from "../log.js";
 import type { TaskChange, TaskManager } from "../tasks/manager.js";
 import { isTerminal } from "../tasks/task.js";
+import { taskSentence } from "../tasks/task-text.js";
 
 const VARIANT = { completed: "success", error: "error", cancelled: "warning" } as const;
 
@@ -15,7 +16,7 @@ export class ToastNotifier {
     this.#listener = ({ task }) => {
       if (!isTerminal(task.status)) return;
       api
-        .showToast({ title: `Background task ${task.status}`, message: `${task.description} (${task.id})`, variant: VARIANT[task.status] })
+        .showToast({ title: `Background task ${task.status}`, message: taskSentence(task), variant: VARIANT[task.status] })
         .catch((error: unknown) => log.debug("toast not shown", { taskId: task.id, error: String(error) }));
     };
     manager.on("change", this.#listener);

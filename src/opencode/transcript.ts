@@ -89,12 +89,6 @@ export function toTranscript(
   return { entries: all.slice(keepFrom), omitted: keepFrom };
 }
 
-/** The text on one line (white space folded), cut to at most `max` characters with "…" when longer. */
-export function oneLine(text: string, max: number): string {
-  const flat = text.replace(/\s+/g, " ").trim();
-  return flat.length > max ? `${flat.slice(0, max - 1)}…` : flat;
-}
-
 /** Keeps head and tail of a long text, with a marker saying how much was cut. */
 export function clip(text: string, max: number): string {
   if (text.length <= max) return text;

@@ -1,11 +1,12 @@
 import type { OpencodeApi, OpencodeEvent } from "../opencode/client.js";
 import { OpencodeRequestError } from "../opencode/client.js";
 import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session-signal.js";
-import { oneLine, outcomeOf } from "../opencode/transcript.js";
+import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
 import { StoppedSessions } from "./stopped-sessions.js";
 import type { Task, TaskProgress, TerminalStatus, Todo } from "./task.js";
+import { oneLine } from "./task-text.js";
 
 /** The opencode calls the follower makes (a seam tests can feed with recorded answers). */
 export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists" | "replyPermission" | "abort">;

@@ -4,6 +4,7 @@ import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import type { SessionFollower } from "./follower.js";
 import { isTerminal, type Task, type TerminalStatus } from "./task.js";
+import { formatMs } from "./task-text.js";
 
 /** The parts of the task manager a job needs. */
 export interface RunnerTasks {
@@ -180,13 +181,4 @@ export class SessionRunner {
     const task = this.#o.tasks.get(taskId);
     return !task || isTerminal(task.status);
   }
-}
-
-export function formatMs(ms: number): string {
-  if (ms < 1_000) return `${ms} ms`;
-  const s = Math.round(ms / 100) / 10;
-  if (s < 60) return `${s} s`;
-  // Round once, to whole seconds: rounding the tenths again could show "1 min 60 s".
-  const whole = Math.round(ms / 1_000);
-  return `${Math.floor(whole / 60)} min ${whole % 60} s`;
 }

@@ -45,14 +45,14 @@ describe("Claude Code channels", () => {
       const event = await waitFor("the channel event", () => events.find((e) => e.meta?.task_id === done.task_id));
       expect(event.meta).toEqual({ task_id: done.task_id, status: "completed", agent: "alpha" });
       const lines = event.content.split("\n");
-      expect(lines[0]).toMatch(new RegExp(`^Background task ${done.task_id} "channel check" \\(agent alpha\\) completed in [\\d.]+ (ms|s)\\.$`));
+      expect(lines[0]).toMatch(new RegExp(`^Task ${done.task_id} "channel check" \\(agent alpha\\) completed in [\\d.]+ (ms|s)\\.$`));
       expect(lines[1]).toBe("Preview: The channel works.");
-      expect(lines[2]).toBe(`Read its output with background_output {"task_id": "${done.task_id}"}.`);
+      expect(lines[2]).toBe(`Read the full output with background_output {"task_id": "${done.task_id}"}.`);
 
       const failed = await mcp.ok<Launched>("background_task", { agent: "alpha", description: "channel failure", prompt: "[[error:400]] fail please" });
       const failure = await waitFor("the failure's channel event", () => events.find((e) => e.meta?.task_id === failed.task_id));
       expect(failure.meta).toMatchObject({ status: "error" });
-      expect(failure.content).toMatch(new RegExp(`^Background task ${failed.task_id} "channel failure" \\(agent alpha\\) failed after .*400`));
+      expect(failure.content).toMatch(new RegExp(`^Task ${failed.task_id} "channel failure" \\(agent alpha\\) failed after .*400`));
       expect(failure.content).toContain(`background_output {"task_id": "${failed.task_id}"}`);
       // One event per ended task, none for the other status changes.
       expect(events.map((e) => e.meta?.task_id)).toEqual([done.task_id, failed.task_id]);

@@ -155,6 +155,11 @@ describe("background tasks against a real opencode server", () => {
     const tools = full.messages!.filter((m) => m.type === "tool");
     expect(tools).toMatchObject([{ role: "assistant", tool: "bash", status: "completed" }]);
     expect(full.messages!.at(-1)).toMatchObject({ role: "assistant", type: "text", text: "used the tool" });
+    // Clients that hand the model only the text block: the transcript is there too.
+    const fullText = text(await mcp.call("background_output", { task_id: task.task_id, full: true }));
+    expect(fullText).toMatch(/\[assistant\] tool bash \(completed\)\n {2}input: .*echo tool-output-marker[\s\S]*output: .*tool-output-marker/);
+    expect(fullText).toContain("[assistant] used the tool");
+    expect(fullText).toContain("1 tool call(s), last bash");
     // The background session cannot start subagents of its own.
     const request = backend.model.requests.find((r) => r.firstUserText.includes("tool-output-marker"))!;
     expect(request.toolNames).toContain("bash");
@@ -226,6 +231,8 @@ describe("background tasks against a real opencode server", () => {
     const list = await mcp.ok<{ tasks: View[]; next_cursor: string | null }>("background_output", {});
     expect(list.tasks.length).toBeGreaterThan(5);
     expect(list.next_cursor).toBeNull();
+    const listText = text(await mcp.call("background_output", {}));
+    for (const t of list.tasks) expect(listText).toContain(`- Task ${t.task_id} "`);
     const created = list.tasks.map((t) => (t as unknown as { created_at: string }).created_at);
     expect([...created].sort().reverse()).toEqual(created);
 

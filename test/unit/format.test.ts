@@ -1,28 +1,28 @@
 import { describe, expect, it } from "vitest";
-import type { TaskView } from "../../src/mcp/schemas.js";
-import { summarize } from "../../src/mcp/task-view.js";
 import { parentPromptText } from "../../src/notify/parent-prompt.js";
-import { formatMs } from "../../src/tasks/session-runner.js";
-import { createTask, transition, type Task, type TerminalStatus } from "../../src/tasks/task.js";
+import { formatMs, taskReport, type ReportOptions } from "../../src/tasks/task-text.js";
+import { createTask, isTerminal, transition, type Task, type TerminalStatus } from "../../src/tasks/task.js";
 
-function view(overrides: Partial<TaskView>): TaskView {
+const STARTED = Date.parse("2026-01-01T00:00:01.000Z");
+
+/** A task `ms` into its run (or, when it has ended, that long in all); null: it never started. */
+function task(overrides: Partial<Task>, ms: number | null = 4_200): Task {
+  const status = overrides.status ?? "running";
   return {
-    task_id: "bg_7f3a",
-    status: "running",
-    agent: "explore",
-    description: "Map the config loader",
+    ...createTask(
+      "bg_7f3a",
+      { owner: "local", description: "Map the config loader", prompt: "map it", agent: "explore", model: null, parent_session_id: null, timeout_ms: null },
+      STARTED - 1_000,
+    ),
     session_id: "ses_abc",
-    parent_session_id: null,
-    created_at: "2026-01-01T00:00:00.000Z",
-    started_at: "2026-01-01T00:00:01.000Z",
-    completed_at: null,
-    duration_ms: 4_200,
-    queue_position: null,
-    progress: { tool_calls: 0, last_tool: null, last_message: null },
-    result: null,
-    error: null,
+    started_at: ms === null ? null : STARTED,
+    completed_at: ms !== null && isTerminal(status) ? STARTED + ms : null,
     ...overrides,
   };
+}
+
+function report(overrides: Partial<Task>, { ms = 4_200, ...options }: { ms?: number | null } & ReportOptions = {}): string {
+  return taskReport(task(overrides, ms), { now: STARTED + (ms ?? 0), ...options });
 }
 
 function expectNamesTask(text: string): void {
@@ -31,22 +31,19 @@ function expectNamesTask(text: string): void {
   expect(text).toContain("Map the config loader");
 }
 
-describe("summarize", () => {
+describe("taskReport", () => {
   it("queued: shows the queue position", () => {
-    const text = summarize(view({ status: "queued", started_at: null, duration_ms: null, queue_position: 3 }));
+    const text = report({ status: "queued" }, { ms: null, queuePosition: 3 });
     expectNamesTask(text);
     expect(text).toContain("queued");
     expect(text).toMatch(/position 3\b/);
-    expect(summarize(view({ status: "queued", duration_ms: null, queue_position: 1 }))).toMatch(/position 1\b/);
+    expect(report({ status: "queued" }, { ms: null, queuePosition: 1 })).toMatch(/position 1\b/);
   });
 
   it("running: shows the elapsed time, tool calls, the last tool and the latest message", () => {
-    const text = summarize(
-      view({
-        status: "running",
-        duration_ms: 2_500,
-        progress: { tool_calls: 4, last_tool: "grep", last_message: "Reading src/config.ts" },
-      }),
+    const text = report(
+      { status: "running", progress: { tool_calls: 4, last_tool: "grep", last_message: "Reading src/config.ts" } },
+      { ms: 2_500 },
     );
     expectNamesTask(text);
     expect(text).toContain("running");
@@ -57,7 +54,7 @@ describe("summarize", () => {
   });
 
   it("running without progress says nothing about tools", () => {
-    const text = summarize(view({ status: "running" }));
+    const text = report({ status: "running" });
     expect(text).toContain("running");
     expect(text).not.toContain("tool");
     expect(text).not.toContain("null");
@@ -65,7 +62,7 @@ describe("summarize", () => {
 
   it("completed: shows the result", () => {
     const result = "The config is parsed in src/config.ts.\nSee parseCli().";
-    const text = summarize(view({ status: "completed", duration_ms: 65_000, result, completed_at: "2026-01-01T00:01:06.000Z" }));
+    const text = report({ status: "completed", result }, { ms: 65_000 });
     expectNamesTask(text);
     expect(text).toContain("completed");
     expect(text).toContain(result);
@@ -73,44 +70,42 @@ describe("summarize", () => {
   });
 
   it.each([null, ""])("completed with result %j: says the agent wrote no text", (result) => {
-    const text = summarize(view({ status: "completed", result }));
+    const text = report({ status: "completed", result });
     expect(text).toContain("(the agent wrote no text)");
     expect(text).not.toContain("null");
   });
 
   it("completed: lists incomplete todos", () => {
-    const text = summarize(
-      view({
-        status: "completed",
-        result: "partly",
-        progress: {
-          tool_calls: 1,
-          last_tool: "todowrite",
-          last_message: "partly",
-          incomplete_todos: [
-            { content: "write tests", status: "in_progress" },
-            { content: "fix lint", status: "pending" },
-          ],
-        },
-      }),
-    );
+    const text = report({
+      status: "completed",
+      result: "partly",
+      progress: {
+        tool_calls: 1,
+        last_tool: "todowrite",
+        last_message: "partly",
+        incomplete_todos: [
+          { content: "write tests", status: "in_progress" },
+          { content: "fix lint", status: "pending" },
+        ],
+      },
+    });
     expect(text).toContain("write tests");
     expect(text).toContain("fix lint");
   });
 
   it("error: shows the reason", () => {
-    const text = summarize(view({ status: "error", error: 'Agent not found: "nope"', duration_ms: 12 }));
+    const text = report({ status: "error", error: 'Agent not found: "nope"' }, { ms: 12 });
     expectNamesTask(text);
     expect(text).toContain("failed");
     expect(text).toContain('Agent not found: "nope"');
   });
 
   it("cancelled: shows the reason when there is one", () => {
-    const text = summarize(view({ status: "cancelled", error: "cancelled by request" }));
+    const text = report({ status: "cancelled", error: "cancelled by request" });
     expectNamesTask(text);
     expect(text).toContain("cancelled");
     expect(text).toContain("cancelled by request");
-    const bare = summarize(view({ status: "cancelled", error: null, duration_ms: null }));
+    const bare = report({ status: "cancelled", error: null }, { ms: null });
     expect(bare).toContain("cancelled");
     expect(bare).not.toContain("null");
   });

@@ -151,7 +151,7 @@ describe("MCP Tasks over our tasks", () => {
     expect(created.task).toMatchObject({ status: "working", ttl: null, pollInterval: 1_000, statusMessage: expect.stringMatching(/queued/) });
 
     manager.run(id);
-    expect(await alice.client.experimental.tasks.getTask(id)).toMatchObject({ taskId: id, status: "working", statusMessage: "running" });
+    expect(await alice.client.experimental.tasks.getTask(id)).toMatchObject({ taskId: id, status: "working", statusMessage: expect.stringMatching(/^running for /) });
     const pending = alice.client.experimental.tasks.getTaskResult(id, CallToolResultSchema);
     manager.finish(id, "completed", { result: "all done" });
     const result = await pending;
@@ -173,7 +173,7 @@ describe("MCP Tasks over our tasks", () => {
     const { task } = await createAsTask(client);
     manager.run(task.taskId);
     manager.finish(task.taskId, "error", { error: "APIError: 400" });
-    expect(await client.experimental.tasks.getTask(task.taskId)).toMatchObject({ status: "failed", statusMessage: "APIError: 400" });
+    expect(await client.experimental.tasks.getTask(task.taskId)).toMatchObject({ status: "failed", statusMessage: "failed after 1.5 s: APIError: 400" });
     const result = await client.experimental.tasks.getTaskResult(task.taskId, CallToolResultSchema);
     expect(result).toMatchObject({ isError: true, structuredContent: { status: "error", error: "APIError: 400" } });
   });
@@ -184,7 +184,7 @@ describe("MCP Tasks over our tasks", () => {
     const { task } = await createAsTask(client);
     manager.run(task.taskId);
     const cancelled = await client.experimental.tasks.cancelTask(task.taskId);
-    expect(cancelled).toMatchObject({ taskId: task.taskId, status: "cancelled", statusMessage: "cancelled by request" });
+    expect(cancelled).toMatchObject({ taskId: task.taskId, status: "cancelled", statusMessage: "cancelled after 1.5 s (cancelled by request)" });
     expect(manager.cancelled).toEqual([task.taskId]);
     expect(manager.get(task.taskId)!.status).toBe("cancelled");
     await expect(client.experimental.tasks.cancelTask(task.taskId)).rejects.toMatchObject({ code: -32602 });
@@ -259,15 +259,15 @@ describe("Claude Code channel events", () => {
     await settle();
     expect(channel).toEqual([
       {
-        content: `Background task ${done.task_id} "unit task" (agent alpha) completed in 1.5 s.\nPreview: The answer is 42.\nRead its output with background_output {"task_id": "${done.task_id}"}.`,
+        content: `Task ${done.task_id} "unit task" (agent alpha) completed in 1.5 s.\nPreview: The answer is 42.\nRead the full output with background_output {"task_id": "${done.task_id}"}.`,
         meta: { task_id: done.task_id, status: "completed", agent: "alpha" },
       },
       {
-        content: `Background task ${failed.task_id} "doomed" (agent alpha) failed after 1.5 s: APIError: 400 bad request.\nRead its output with background_output {"task_id": "${failed.task_id}"}.`,
+        content: `Task ${failed.task_id} "doomed" (agent alpha) failed after 1.5 s: APIError: 400 bad request.\nRead the full output with background_output {"task_id": "${failed.task_id}"}.`,
         meta: { task_id: failed.task_id, status: "error", agent: "alpha" },
       },
       {
-        content: `Background task ${dropped.task_id} "dropped" (agent alpha) was cancelled before it started (cancelled by request).\nRead its output with background_output {"task_id": "${dropped.task_id}"}.`,
+        content: `Task ${dropped.task_id} "dropped" (agent alpha) was cancelled before it started (cancelled by request).\nRead the full output with background_output {"task_id": "${dropped.task_id}"}.`,
         meta: { task_id: dropped.task_id, status: "cancelled", agent: "alpha" },
       },
     ]);
