@@ -26,6 +26,7 @@ const OURS_TOOLS = { task: false };
 const MAX_DEPTH_TOOLS = { task: false, "*background_task": false, "*background_output": false, "*background_cancel": false };
 
 type Steps = Record<string, Distribution>;
+type Rows = Array<Record<string, number>>;
 
 async function main(): Promise<void> {
   const backend = await startBackend();
@@ -36,8 +37,16 @@ async function main(): Promise<void> {
     const load: Record<string, Steps> = {};
     if (PARTS.includes("B")) for (const k of QUICK ? [4] : [4, 16, 256]) load[`${k} in flight`] = await inFlight(backend, arrivals, k);
     print("B. K starts in flight at once, opencode driven directly (ms, p50 / p95)", load);
-    const servers: Record<string, Steps> = {};
-    if (PARTS.includes("C")) for (const side of SIDES) Object.assign(servers, await throughServer(backend, arrivals, side, QUICK ? 4 : 8));
+    // Sides alternate over rounds, so that drift in the machine's load hits both alike.
+    const rows: Record<string, Rows> = {};
+    if (PARTS.includes("C")) {
+      for (let round = 0; round < (QUICK ? 1 : 3); round++) {
+        for (const side of SIDES) {
+          for (const [name, more] of Object.entries(await throughServer(backend, arrivals, side, QUICK ? 4 : 8, round))) rows[name] = [...(rows[name] ?? []), ...more];
+        }
+      }
+    }
+    const servers = Object.fromEntries(Object.entries(rows).map(([name, r]) => [name, toSteps(r)]));
     print("C. through the MCP servers, limit 2, all launched at once (ms, p50 / p95)", servers);
     if (process.env.PROBE_OUT) writeFileSync(process.env.PROBE_OUT, `${JSON.stringify({ date: new Date().toISOString(), shapes, load, servers }, null, 2)}\n`);
   } finally {
@@ -67,7 +76,7 @@ async function requestShapes(backend: Backend, arrivals: ModelArrivals, n: numbe
     "ours: parentID, agent, tools": { parentID: parent.id, agent: AGENT, tools: OURS_TOOLS },
     "seed: parentID, agent, tools": { parentID: parent.id, agent: AGENT, tools: { task: false, background_task: false } },
   };
-  const samples = new Map<string, Array<Record<string, number>>>(Object.keys(shapes).map((k) => [k, []]));
+  const samples = new Map<string, Rows>(Object.keys(shapes).map((k) => [k, []]));
   let seq = 0;
   for (let i = 0; i < n + 1; i++) {
     for (const [name, shape] of Object.entries(shapes)) {
@@ -129,11 +138,11 @@ async function inFlight(backend: Backend, arrivals: ModelArrivals, k: number): P
  * the server and opencode stamps every request. First wave: launch call -> create -> prompt -> model.
  * Handoffs: a request's end at the model -> the next task's request there, cut at each opencode call.
  */
-async function throughServer(backend: Backend, arrivals: ModelArrivals, side: Side, n: number): Promise<Record<string, Steps>> {
+async function throughServer(backend: Backend, arrivals: ModelArrivals, side: Side, n: number, round: number): Promise<Record<string, Rows>> {
   const limit = 2;
   const proxy = await CountingProxy.start(backend.opencode.url);
   const spawned = await spawnSide(side, backend, { concurrency: { [AGENT]: limit }, opencodeUrl: proxy.url });
-  const group = `probe-${side}`;
+  const group = `probe-${side}-${round}`;
   const failed = (error: unknown): never => {
     const calls = proxy.requests.slice(-10).map((r) => `${r.route} ${r.endedAt ? `${Math.round(r.endedAt - r.at)} ms` : "unanswered"}`);
     throw new Error(`${side}: ${String(error)}\n--- last requests to opencode ---\n${calls.join("\n")}\n--- server stderr ---\n${spawned.driver.stderr.slice(-3_000)}`);
@@ -157,7 +166,7 @@ async function throughServer(backend: Backend, arrivals: ModelArrivals, side: Si
       const prompt = requests.find((r) => r.route === "POST /session/:id/prompt_async" && r.sample === sample);
       const request = model.find((r) => r.firstUserText.includes(`sample:${sample}`));
       if (!create?.endedAt || !prompt?.endedAt || !request?.endedAt) throw new Error(`${side}: incomplete trace for ${sample}`);
-      return { launchAt: l.startedAt, create, prompt, modelAt: arrivals.at(sample)!, modelEnd: request.endedAt, sessionID: prompt.sessionID! };
+      return { launchAt: l.startedAt, launchRtt: l.rttMs, create, prompt, modelAt: arrivals.at(sample)!, modelEnd: request.endedAt, sessionID: prompt.sessionID! };
     });
     const byStart = [...byTask].sort((a, b) => a.modelAt - b.modelAt);
     const byEnd = [...byTask].sort((a, b) => a.modelEnd - b.modelEnd);
@@ -188,9 +197,14 @@ async function throughServer(backend: Backend, arrivals: ModelArrivals, side: Si
     });
     const label = side === "ours" ? "ours" : "seed";
     return {
-      [`${label}: first wave`]: toSteps(first.map((t) => ({ launch_to_create_sent: t.create.at - t.launchAt, ...startSteps(t), total: t.modelAt - t.launchAt }))),
-      [`${label}: launch-time calls (GET /agent, health, parent)`]: toSteps(launchCalls.map((r) => ({ [r.route]: r.endedAt! - r.at }))),
-      [`${label}: slot handoffs`]: toSteps(handoffs),
+      [`${label}: first wave`]: first.map((t) => ({
+        launch_rtt: t.launchRtt,
+        launch_to_create_sent: t.create.at - t.launchAt,
+        ...startSteps(t),
+        total: t.modelAt - t.launchAt,
+      })),
+      [`${label}: launch-time calls (GET /agent, health, parent)`]: launchCalls.map((r) => ({ [r.route]: r.endedAt! - r.at })),
+      [`${label}: slot handoffs`]: handoffs,
     };
   } finally {
     await spawned.close();
@@ -199,7 +213,7 @@ async function throughServer(backend: Backend, arrivals: ModelArrivals, side: Si
 }
 
 /** Rows of named step times -> one distribution per step (rows may name different steps). */
-function toSteps(rows: Array<Record<string, number>>): Steps {
+function toSteps(rows: Rows): Steps {
   const names = [...new Set(rows.flatMap((r) => Object.keys(r)))];
   return Object.fromEntries(names.map((name) => [name, distribution(rows.flatMap((r) => (Number.isFinite(r[name]) ? [r[name]!] : [])), "ms")]));
 }
