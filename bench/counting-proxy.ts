@@ -7,8 +7,17 @@ import { nowMs } from "../dev/model-server.js";
 export interface ProxiedRequest {
   /** "GET /session/:id/message": ids and the query string are dropped so that requests group by route. */
   route: string;
+  /** The session named in the path, if any (e.g. the one a prompt_async is for). */
+  sessionID?: string;
+  /** The `sample:<id>` tag in the request body (bench titles and prompts carry one), if any. */
+  sample?: string;
+  /** Arrival at the proxy, and the end of opencode's answer there (nowMs clock). */
   at: number;
+  endedAt?: number;
 }
+
+const SESSION_IN_PATH = /\/session\/(ses_[A-Za-z0-9]+)/;
+const SAMPLE_IN_BODY = /sample:([A-Za-z0-9_.-]+)/;
 
 // opencode ids are a prefix and an underscore (ses_, msg_, prt_, per_, ...); each is one path segment.
 const ID_SEGMENT = /\/[a-z]{2,4}_[A-Za-z0-9]{6,}(?=\/|$)/g;
@@ -37,7 +46,18 @@ export class CountingProxy {
     const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
     const requests: ProxiedRequest[] = [];
     const server = http.createServer((req, res) => {
-      requests.push({ route: routeOf(req.method, req.url), at: nowMs() });
+      const record: ProxiedRequest = { route: routeOf(req.method, req.url), at: nowMs() };
+      const sessionID = SESSION_IN_PATH.exec(req.url ?? "")?.[1];
+      if (sessionID) record.sessionID = sessionID;
+      requests.push(record);
+      let body = "";
+      req.on("data", (chunk: Buffer) => {
+        if (body.length < 4_096) body += chunk.toString();
+      });
+      req.on("end", () => {
+        const sample = SAMPLE_IN_BODY.exec(body)?.[1];
+        if (sample) record.sample = sample;
+      });
       const out = http.request(
         {
           host: upstream.hostname,
@@ -53,6 +73,7 @@ export class CountingProxy {
           res.flushHeaders();
           // pipe() forwards each chunk as it arrives, so the /event stream is not buffered.
           answer.pipe(res);
+          answer.on("end", () => (record.endedAt = nowMs()));
         },
       );
       out.on("error", () => {

@@ -17,8 +17,17 @@ export interface Profile {
     /** Both servers: batches of tasks launched together. */
     batches: number;
     batchSize: number;
+    /** Both servers: rounds of tasks (each of its own parent) held at the model, then released together. */
+    together: { rounds: number; size: number };
   };
-  launch: { samples: number; seedSamples: number; limit: number; holdMs: number };
+  launch: {
+    samples: number;
+    seedSamples: number;
+    limit: number;
+    holdMs: number;
+    /** Launches at once that keep opencode busy while single launches are timed (budget g). */
+    burst: number;
+  };
   slots: { durationMs: number; agents: Array<{ agent: string; limit: number; tasks: number }> };
   load: { tasks: number; windowMs: number };
   scale: {
@@ -36,8 +45,8 @@ export interface Profile {
 const FULL: Profile = {
   quick: false,
   seedPollMs: 2_000,
-  push: { sequential: 50, seedSequential: 6, batches: 3, batchSize: 10 },
-  launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000 },
+  push: { sequential: 50, seedSequential: 6, batches: 3, batchSize: 10, together: { rounds: 3, size: 10 } },
+  launch: { samples: 100, seedSamples: 4, limit: 2, holdMs: 1_000, burst: 50 },
   slots: {
     durationMs: 3_000,
     agents: [
@@ -52,8 +61,8 @@ const FULL: Profile = {
 const QUICK: Profile = {
   quick: true,
   seedPollMs: 250,
-  push: { sequential: 2, seedSequential: 1, batches: 1, batchSize: 2 },
-  launch: { samples: 3, seedSamples: 1, limit: 2, holdMs: 100 },
+  push: { sequential: 2, seedSequential: 1, batches: 1, batchSize: 2, together: { rounds: 1, size: 2 } },
+  launch: { samples: 3, seedSamples: 1, limit: 2, holdMs: 100, burst: 5 },
   slots: { durationMs: 500, agents: [{ agent: "slot_a", limit: 2, tasks: 4 }] },
   load: { tasks: 3, windowMs: 1_000 },
   scale: { running: 10, settleMs: 200, rateWindowMs: 500, stored: 500, startSamples: 1, readSamples: 10 },
@@ -64,4 +73,4 @@ export function profileFromEnv(env: NodeJS.ProcessEnv = process.env): Profile {
 }
 
 /** Every agent the scenarios use; the sandbox's opencode.json declares them all. */
-export const BENCH_AGENTS = ["push", "gate", "slot_a", "slot_b", "load", "scale"] as const;
+export const BENCH_AGENTS = ["push", "gate", "slot_a", "slot_b", "load", "scale", "probe"] as const;

@@ -3,11 +3,15 @@ import { figure, type Distribution, type Figure } from "./stats.js";
 
 export type Metric = Figure | Distribution;
 
-/** One line of the comparison table. `seed` is null when the baseline has no such figure (and why is in `note`). */
+/**
+ * One line of the comparison table. `seed` is null when the baseline has no such figure (and why is in
+ * `note`); `calibration` is the same workload with opencode driven directly, where the bench measures one.
+ */
 export interface Row {
   metric: string;
   ours: Metric;
   seed: Metric | null;
+  calibration?: Metric;
   note?: string;
 }
 
@@ -76,10 +80,12 @@ function ratioCell(ratio: Ratio | null): string {
 
 /** A plain-text table: distributions as p50 / p95 / p99, then the budgets. */
 export function formatReport(scenarios: ScenarioResult[]): string {
-  const lines: string[][] = [["metric", "ours", "seed baseline", "seed / ours"]];
+  const lines: string[][] = [["metric", "ours", "seed baseline", "seed / ours", "opencode direct"]];
   for (const s of scenarios) {
-    lines.push([`[${s.name}]`, "", "", ""]);
-    for (const row of s.rows) lines.push([`  ${row.metric}`, cell(row.ours), cell(row.seed), ratioCell(ratioOf(row))]);
+    lines.push([`[${s.name}]`, "", "", "", ""]);
+    for (const row of s.rows) {
+      lines.push([`  ${row.metric}`, cell(row.ours), cell(row.seed), ratioCell(ratioOf(row)), row.calibration ? cell(row.calibration) : ""]);
+    }
   }
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   const table = lines.map((l) => l.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd());

@@ -25,7 +25,7 @@ const Ratio = z.strictObject({
 });
 
 export const Results = z.strictObject({
-  schema: z.literal("background-agents-bench/1"),
+  schema: z.literal("background-agents-bench/2"),
   mode: z.enum(["full", "quick"]),
   date: z.iso.datetime(),
   duration: Figure,
@@ -42,7 +42,16 @@ export const Results = z.strictObject({
   scenarios: z.array(
     z.strictObject({
       name: z.string(),
-      rows: z.array(z.strictObject({ metric: z.string(), ours: Metric, seed: Metric.nullable(), ratio: Ratio.nullable(), note: z.string().optional() })),
+      rows: z.array(
+        z.strictObject({
+          metric: z.string(),
+          ours: Metric,
+          seed: Metric.nullable(),
+          calibration: Metric.optional(),
+          ratio: Ratio.nullable(),
+          note: z.string().optional(),
+        }),
+      ),
       budgets: z.array(z.strictObject({ id: z.string(), title: z.string(), limit: z.string(), measured: Figure, pass: z.boolean(), note: z.string().optional() })),
       details: z.record(z.string(), z.unknown()),
       notes: z.array(z.string()),
@@ -55,7 +64,7 @@ export type Results = z.infer<typeof Results>;
 export function buildResults(input: { quick: boolean; started: Date; duration: Figure; machine: Machine; scenarios: ScenarioResult[] }): Results {
   const budgets = input.scenarios.flatMap((s) => s.budgets);
   return Results.parse({
-    schema: "background-agents-bench/1",
+    schema: "background-agents-bench/2",
     mode: input.quick ? "quick" : "full",
     date: input.started.toISOString(),
     duration: input.duration,

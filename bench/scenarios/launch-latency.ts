@@ -5,36 +5,80 @@ import { sampleTag } from "../backend.js";
 import { sleep, waitUntil } from "../async-utils.js";
 import type { Profile } from "../profile.js";
 import { budget, type ScenarioResult } from "../report.js";
-import { spawnSide } from "../sides.js";
+import { spawnSide, type Side } from "../sides.js";
 import { distribution } from "../stats.js";
+
+const BUSY_BUDGET_MS = 10;
 
 export async function launchLatency(backend: Backend, profile: Profile): Promise<ScenarioResult> {
   const ours = await measureOurs(backend, profile);
   const seed = await measureSeed(backend, profile);
+  const busy = { ours: await measureBusy(backend, profile, "ours"), seed: await measureBusy(backend, profile, "seed") };
   const dist = distribution(ours.rtts, "ms");
+  const busyOurs = distribution(busy.ours.probes, "ms");
+  const { burst } = profile.launch;
   return {
-    name: "2. launch latency, agent saturated",
-    rows: [{ metric: "background_task round trip", ours: dist, seed: distribution(seed, "ms") }],
+    name: "2. launch latency",
+    rows: [
+      { metric: "background_task round trip, agent saturated", ours: dist, seed: distribution(seed, "ms") },
+      { metric: `  while opencode starts a burst of ${burst} (one launch at a time)`, ours: busyOurs, seed: distribution(busy.seed.probes, "ms") },
+      { metric: `  the burst's own ${burst} launches (all at once)`, ours: distribution(busy.ours.burst, "ms"), seed: distribution(busy.seed.burst, "ms") },
+    ],
     budgets: [
       budget(
-        "2",
-        "launch round trip p95 (queue full)",
-        "<= 50 ms",
-        { value: dist.p95, unit: "ms" },
-        dist.p95 !== null && dist.p95 <= 50,
-        "a launch validates the agent against opencode (GET /agent) and writes the task to SQLite before answering",
+        "g",
+        `launch round trip p99 while opencode is busy starting ${burst} tasks`,
+        `<= ${BUSY_BUDGET_MS} ms`,
+        { value: busyOurs.p99, unit: "ms" },
+        busyOurs.p99 !== null && busyOurs.p99 <= BUSY_BUDGET_MS,
+        "a launch waits on opencode (GET /agent, or GET /global/health with a cached agent list), which answers slowly while it creates and prompts sessions",
       ),
     ],
     details: {
       limit: { value: profile.launch.limit, unit: "slots" },
       ours_queued: { value: ours.queued, unit: "tasks" },
       seed_slot_frees_after: { value: profile.launch.holdMs, unit: "ms" },
+      busy_burst: { value: burst, unit: "tasks" },
+      busy_probe_launches_ours: { value: busy.ours.probes.length, unit: "launches" },
+      busy_probe_launches_seed: { value: busy.seed.probes.length, unit: "launches" },
     },
     notes: [
-      `Ours: ${profile.launch.samples} launches in a row onto an agent whose ${profile.launch.limit} slots are held; each returns queued.`,
-      `Seed: its launch blocks until a slot frees. Each sample frees the oldest held slot ${profile.launch.holdMs} ms after the call starts, so its figure is that wait plus the seed's poll lag (<= ${profile.seedPollMs} ms), its 200 ms notification delay and the session create.`,
+      `Saturated: ours, ${profile.launch.samples} launches in a row onto an agent whose ${profile.launch.limit} slots are held; each returns queued.`,
+      `Saturated: the seed's launch blocks until a slot frees. Each sample frees the oldest held slot ${profile.launch.holdMs} ms after the call starts, so its figure is that wait plus the seed's poll lag (<= ${profile.seedPollMs} ms), its 200 ms notification delay and the session create.`,
+      `Busy opencode: ${burst} launches at once onto an agent with ${burst} free slots (their sessions are created and prompted, then held at the model); meanwhile launches onto another agent, one at a time, until all ${burst} are at the model. Those one-at-a-time round trips are the budget's figure. The seed's launch creates its session before it answers, so its figure is opencode's create time under that load.`,
     ],
   };
+}
+
+/** Item 8 of issue 10: launch is local. Launch round trips while opencode is busy starting `burst` sessions. */
+async function measureBusy(backend: Backend, profile: Profile, side: Side): Promise<{ probes: number[]; burst: number[] }> {
+  const { burst } = profile.launch;
+  const group = `busy-${side}`;
+  const spawned = await spawnSide(side, backend, { concurrency: { gate: burst, load: 1_000 }, seedPollMs: profile.seedPollMs });
+  try {
+    // One launch first: the server has its agent list and a warm connection, as it would in use.
+    await spawned.driver.launch({ description: "first", prompt: `[[group:${group}-probe]][[hold:${group}-probe]] ${sampleTag(`${group}-first`)}`, agent: "load" });
+    const burstCalls = Promise.all(
+      Array.from({ length: burst }, (_, i) =>
+        spawned.driver.launch({ description: `burst ${i}`, prompt: `[[group:${group}]][[hold:${group}]] ${sampleTag(`${group}-${i}`)}`, agent: "gate" }, 120_000),
+      ),
+    );
+    let burstDone = false;
+    void burstCalls.then(() => (burstDone = true), () => (burstDone = true));
+    const probes: number[] = [];
+    // Until every burst task is at the model (opencode is busy creating and prompting until then).
+    for (let i = 0; (backend.model.inFlight(group) < burst || !burstDone) && i < 200; i++) {
+      const launched = await spawned.driver.launch({ description: `probe ${i}`, prompt: `[[group:${group}-probe]][[hold:${group}-probe]] ${sampleTag(`${group}-p${i}`)}`, agent: "load" }, 60_000);
+      probes.push(launched.rttMs);
+    }
+    const launched = await burstCalls;
+    await waitUntil(`${burst} ${side} burst tasks at the model`, () => backend.model.inFlight(group) === burst, 120_000);
+    return { probes, burst: launched.map((l) => l.rttMs) };
+  } finally {
+    backend.model.release(group);
+    backend.model.release(`${group}-probe`);
+    await spawned.close();
+  }
 }
 
 async function measureOurs(backend: Backend, profile: Profile): Promise<{ rtts: number[]; queued: number }> {

@@ -5,12 +5,16 @@ import type { Backend } from "../backend.js";
 import { sampleTag } from "../backend.js";
 import { pool, sleep, waitUntil } from "../async-utils.js";
 import { CountingProxy } from "../counting-proxy.js";
+import { directBurst } from "../opencode-direct.js";
 import type { Profile } from "../profile.js";
 import { budget, type ScenarioResult } from "../report.js";
 import { spawnSide, SIDES, type Side } from "../sides.js";
 import { distribution, figure, type Distribution, type Figure } from "../stats.js";
 
-const RSS_BUDGET_MB = 150;
+const RSS_BUDGET_MB = 120;
+/** Budget e: first launch -> all at the model, at most this many times opencode driven directly. */
+const ALL_RUNNING_VS_CALIBRATION = 1.2;
+const DRAIN_RATE_BUDGET = 200;
 /** Launch calls in flight at once: a client (or several) launching a large fan-out. */
 const LAUNCH_WIDTH = 20;
 /** How long to wait for the completions after releasing every task: the seed needs minutes for 1,000. */
@@ -30,39 +34,91 @@ interface Running {
 }
 
 export async function scaleRunning(backend: Backend, profile: Profile): Promise<ScenarioResult> {
+  // opencode alone first, on a calm opencode: the fastest these starts can be had here.
+  const calibration = await calibrate(backend, profile);
   const results = {} as Record<Side, Running>;
   for (const side of SIDES) results[side] = await measure(backend, profile, side);
   const { ours, seed } = results;
   const n = profile.scale.running;
+  const allRunningLimit = calibration.allRunning.value === null ? null : Math.round(calibration.allRunning.value * ALL_RUNNING_VS_CALIBRATION);
+  const below = (a: Figure, b: Figure): boolean => a.value !== null && b.value !== null && a.value < b.value;
   return {
     name: `5a. scale: ${n} tasks running at once`,
     rows: [
       { metric: "server RSS at start (no tasks)", ours: ours.idleRss, seed: seed.idleRss },
       { metric: "server RSS with all running", ours: ours.rss, seed: seed.rss },
       { metric: "server peak RSS (VmHWM)", ours: ours.peakRss, seed: seed.peakRss },
-      { metric: "launch round trip (20 calls in flight)", ours: ours.launch, seed: seed.launch },
-      { metric: "first launch -> all at the model", ours: ours.allRunning, seed: seed.allRunning },
+      { metric: `launch round trip (${LAUNCH_WIDTH} calls in flight)`, ours: ours.launch, seed: seed.launch, calibration: calibration.start },
+      { metric: "first launch -> all at the model", ours: ours.allRunning, seed: seed.allRunning, calibration: calibration.allRunning },
       { metric: "requests to opencode while all wait", ours: ours.requestsPerSecond, seed: seed.requestsPerSecond },
       { metric: "server CPU while all wait", ours: ours.cpuPerSecond, seed: seed.cpuPerSecond },
-      { metric: "completions notified after release, per second", ours: ours.drainRate, seed: seed.drainRate },
-      { metric: `completions notified within ${DRAIN_CAP_MS / 1000} s of release`, ours: ours.drained, seed: seed.drained },
+      { metric: "completions notified after release, per second", ours: ours.drainRate, seed: seed.drainRate, calibration: calibration.idleRate },
+      { metric: `completions notified within ${DRAIN_CAP_MS / 1000} s of release`, ours: ours.drained, seed: seed.drained, calibration: calibration.idled },
     ],
     budgets: [
       budget(
-        "5a",
+        "e.start",
+        `first launch -> all ${n} at the model vs opencode driven directly (${calibration.allRunning.value} ms)`,
+        `<= ${ALL_RUNNING_VS_CALIBRATION} x = ${allRunningLimit} ms`,
+        ours.allRunning,
+        ours.allRunning.value !== null && allRunningLimit !== null && ours.allRunning.value <= allRunningLimit,
+        "each launch also asks opencode for its agent list (or health) before queueing, and each start waits on session create and prompt_async in turn",
+      ),
+      budget(
+        "e.drain",
+        "completions notified after release",
+        `>= ${DRAIN_RATE_BUDGET} tasks/s`,
+        ours.drainRate,
+        ours.drainRate.value !== null && ours.drainRate.value >= DRAIN_RATE_BUDGET,
+        `opencode itself announces the ${n} sessions idle at the rate in the 'opencode direct' column; each completion also costs a messages read`,
+      ),
+      budget(
+        "f.rss",
         `server RSS at ${n} running tasks`,
         `<= ${RSS_BUDGET_MB} MB`,
         ours.rss,
         ours.rss.value !== null && ours.rss.value <= RSS_BUDGET_MB,
         "'server RSS at start' is the process at rest (Node, MCP SDK, zod, opencode SDK, SQLite); the rest grew during the burst of launches (per-task state plus garbage the GC has not returned; each launch also fetches and parses opencode's agent list)",
       ),
+      budget("f.seed", `server RSS at ${n} running tasks below the seed's (${seed.rss.value} MB)`, "< seed", ours.rss, below(ours.rss, seed.rss)),
     ],
-    details: { tasks: figure(n, "tasks"), ours, seed },
+    details: { tasks: figure(n, "tasks"), ours, seed, calibration },
     notes: [
       `RSS: VmRSS of the server process from /proc, read ${profile.scale.settleMs} ms after every task's request had reached the model; the seed baseline is the same Node + MCP SDK + opencode SDK stack, so the figures compare like with like.`,
+      `Calibration (opencode direct): the bench itself creates ${n} sessions and prompts each (prompt_async, same agent, tools {task:false}, same held model), ${LAUNCH_WIDTH} starts in flight at once like the ${LAUNCH_WIDTH} launch calls; measured from the first create to all ${n} at the model. It runs first, on a calm opencode. Its release rate is opencode's session.idle events per second at the bench's event stream.`,
       "The seed's poll reads every running task's messages one after another; with this many tasks one poll outlasts its 2 s interval and polls overlap.",
       "The bench's opencode runs with BUN_CONFIG_MAX_HTTP_REQUESTS=4096: a stock opencode (Bun fetch) has at most 256 requests out at once, so at most 256 tasks can be at the model together whatever the concurrency limits.",
     ],
+  };
+}
+
+interface Calibration {
+  /** One start (create + prompt_async) with the others in flight. */
+  start: Distribution;
+  allRunning: Figure;
+  idleRate: Figure;
+  idled: Figure;
+}
+
+/** Budget e's yardstick: the same starts with no MCP server in between. */
+async function calibrate(backend: Backend, profile: Profile): Promise<Calibration> {
+  const n = profile.scale.running;
+  const group = "scale-direct";
+  const started = nowMs();
+  const starts = await directBurst(backend.sdk, n, LAUNCH_WIDTH, group, { agent: "scale", tools: { task: false } });
+  await waitUntil(`${n} direct starts at the model`, () => backend.model.inFlight(group) === n, 600_000, () => `${backend.model.inFlight(group)} are`);
+  const allRunning = nowMs() - started;
+  const released = nowMs();
+  backend.model.release(group);
+  const idle = (): number[] => starts.flatMap((s) => backend.tap.idleAt(s.sessionID) ?? []);
+  await waitUntil(`${n} direct sessions idle`, () => idle().length === n, DRAIN_CAP_MS).catch(() => undefined);
+  const idleAt = idle();
+  const seconds = idleAt.length === n ? (Math.max(...idleAt) - released) / 1000 : DRAIN_CAP_MS / 1000;
+  return {
+    start: distribution(starts.map((s) => s.promptedAt - s.createAt), "ms"),
+    allRunning: figure(allRunning, "ms"),
+    idleRate: figure(idleAt.length / seconds, "tasks/s"),
+    idled: figure(idleAt.length, "tasks"),
   };
 }
 
