@@ -2,8 +2,8 @@
 // task can possibly start on this opencode, and what each part of a start (session create, prompt_async)
 // costs. Used by scenario 5a's calibration and by probe-start.ts.
 import type { OpencodeClient } from "@opencode-ai/sdk/v2";
-import type { ScriptedModel } from "../src/dev/model-server.js";
-import { nowMs } from "../src/dev/model-server.js";
+import type { ScriptedModel } from "../dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 import { pool } from "./async-utils.js";
 
 /** The options of one start: what goes into the session create and into the prompt. */

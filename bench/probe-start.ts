@@ -1,5 +1,5 @@
 // Where a background task's start time goes. Not part of `npm run bench`; run it after compiling bench/:
-//   npx tsc -p bench/tsconfig.json && node dist/bench/bench/probe-start.js
+//   npx tsc -p bench/tsconfig.json && node out/bench/bench/probe-start.js
 // PROBE_QUICK=1 takes a few samples only; PROBE_OUT=path writes the figures there (default: stdout only).
 // Three probes, one opencode + scripted model (the bench's backend):
 //   A. request shapes, opencode driven directly, one start at a time: session create, prompt_async's 204,
@@ -8,7 +8,7 @@
 //   C. our server and the seed model behind a timestamping proxy on a slot workload (limit 2), each task's
 //      start cut into its steps, and each slot handoff from the request's end at the model to the next.
 import { writeFileSync } from "node:fs";
-import { nowMs } from "../src/dev/model-server.js";
+import { nowMs } from "../dev/model-server.js";
 import { sleep, waitUntil } from "./async-utils.js";
 import { startBackend, type Backend } from "./backend.js";
 import { CountingProxy } from "./counting-proxy.js";
