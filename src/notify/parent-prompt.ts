@@ -41,7 +41,7 @@ export class ParentNotifier {
   readonly #lanes = new Map<string, Promise<void>>();
   /** Rows queued or being delivered: a row is sent by one lane only. */
   readonly #pending = new Set<number>();
-  #idle: Array<() => void> = [];
+  readonly #idle: Array<() => void> = [];
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -106,6 +106,7 @@ export class ParentNotifier {
     try {
       const retry = row.attempts > 0;
       this.#store.beginAttempt(row.id);
+      // A retry always reads: an earlier attempt may have got through, and a prompt is never repeated.
       let context = retry ? undefined : this.#contexts.get(row.target);
       if (context === undefined) {
         const parent = await this.#api.messages(row.target, 50);
