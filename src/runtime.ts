@@ -4,6 +4,7 @@ import { ParentNotifier } from "./notify/parent-prompt.js";
 import { ToastNotifier } from "./notify/toast.js";
 import { OpencodeHttpApi } from "./opencode/client.js";
 import { OpencodeSupervisor } from "./opencode/embedded.js";
+import { SessionContexts } from "./opencode/session-context.js";
 import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
 import { SqliteTaskStore } from "./tasks/sqlite-store.js";
@@ -38,6 +39,7 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
     }
     const api = new OpencodeHttpApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
     let notifier: ParentNotifier | undefined = undefined;
+    const contexts = new SessionContexts();
     const manager = new TaskManager({
       api,
       store,
@@ -48,8 +50,9 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
       retention: settings.retention,
       policy: settings.policy,
       outboxFor: settings.parentPrompt ? (task) => notifier?.outboxFor(task) : undefined,
+      events: contexts,
     });
-    notifier = new ParentNotifier(api, store, manager);
+    notifier = new ParentNotifier(api, store, manager, contexts);
     const toasts = new ToastNotifier(api, manager);
     const started = Date.now();
     const recovered = manager.start();

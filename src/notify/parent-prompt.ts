@@ -1,9 +1,10 @@
 import { OpencodeRequestError, type OpencodeApi } from "../opencode/client.js";
+import { latestContext, type SessionContexts } from "../opencode/session-context.js";
 import { textOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import type { TaskChange, TaskManager } from "../tasks/manager.js";
 import type { OutboxMessage, OutboxRow, TaskStore } from "../tasks/store.js";
-import { isTerminal, type ModelRef, type Task } from "../tasks/task.js";
+import { isTerminal, type Task } from "../tasks/task.js";
 import { endedSummary, endedText, taskLine } from "../tasks/task-text.js";
 
 /** Backoff between delivery attempts: 1 s doubling to 5 min. */
@@ -16,29 +17,39 @@ const NEVER = Number.MAX_SAFE_INTEGER;
  * Delivers the outbox: when a task with a parent session ends, the parent is told. The message is
  * written with the terminal state (see `outboxFor`), sent after the commit, marked delivered once opencode
  * accepts it, retried with backoff, and redelivered after a restart. A retry first looks in the parent's
- * messages, so a send that went through before a crash is never repeated.
+ * messages, so a send that went through before a crash is never repeated. A first attempt takes the
+ * parent's agent and model from the event stream (`SessionContexts`) and reads the messages only when
+ * the stream has not told them.
  *
  * Wake-ups are batched per parent: while other tasks of the parent are still queued or running, a finished
  * task is only recorded in the parent (no model turn); the last one to finish, or any failure, wakes it
  * with one prompt summarising the whole batch. The decision is taken inside the commit of the terminal
  * state, one task at a time, so tasks finishing together still make exactly one wake-up.
+ *
+ * Each parent has its own lane: its messages go in outbox order (records before the wake-up that
+ * summarises them), while a message for another parent starts at once instead of waiting for them.
  */
 export class ParentNotifier {
   readonly #api: OpencodeApi;
   readonly #store: TaskStore;
   readonly #manager: TaskManager;
+  readonly #contexts: SessionContexts;
   readonly #listener = (change: TaskChange): void => {
-    if (isTerminal(change.task.status) && change.task.parent_session_id) this.flush();
+    if (isTerminal(change.task.status) && change.task.parent_session_id) this.#sendDue();
   };
-  #flushing: Promise<void> | null = null;
-  #again = false;
+  /** The last delivery queued per parent; the next one for that parent follows it. */
+  readonly #lanes = new Map<string, Promise<void>>();
+  /** Rows queued or being delivered: a row is sent by one lane only. */
+  readonly #pending = new Set<number>();
+  readonly #idle: Array<() => void> = [];
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(api: OpencodeApi, store: TaskStore, manager: TaskManager) {
+  constructor(api: OpencodeApi, store: TaskStore, manager: TaskManager, contexts: SessionContexts) {
     this.#api = api;
     this.#store = store;
     this.#manager = manager;
+    this.#contexts = contexts;
     manager.on("change", this.#listener);
   }
 
@@ -62,46 +73,50 @@ export class ParentNotifier {
     this.#manager.off("change", this.#listener);
   }
 
-  /** Sends every message that is due; resolves when this round is done. Concurrent calls share one loop. */
+  /** Sends every message that is due; resolves once nothing is left to send or in flight. */
   flush(): Promise<void> {
-    if (this.#flushing) {
-      this.#again = true;
-      return this.#flushing;
-    }
-    this.#flushing = this.#drain().finally(() => {
-      this.#flushing = null;
-    });
-    return this.#flushing;
+    this.#sendDue();
+    return this.#pending.size === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve));
   }
 
-  async #drain(): Promise<void> {
-    do {
-      this.#again = false;
-      // In order within a parent (records before the wake-up that summarises them); parents in parallel.
-      const byParent = new Map<string, OutboxRow[]>();
-      for (const row of this.#store.dueOutbox(Date.now())) byParent.set(row.target, [...(byParent.get(row.target) ?? []), row]);
-      await Promise.all(
-        [...byParent.values()].map(async (rows) => {
-          for (const row of rows) {
-            if (this.#closed) return;
-            await this.#deliver(row);
-          }
-        }),
-      );
-    } while (this.#again && !this.#closed);
-    if (!this.#closed) this.#schedule();
+  #sendDue(): void {
+    if (!this.#closed) for (const row of this.#store.dueOutbox(Date.now())) this.#enqueue(row);
+    if (this.#pending.size === 0) this.#schedule();
+  }
+
+  #enqueue(row: OutboxRow): void {
+    if (this.#pending.has(row.id)) return;
+    this.#pending.add(row.id);
+    const send = (): Promise<void> => (this.#closed ? Promise.resolve() : this.#deliver(row));
+    const before = this.#lanes.get(row.target);
+    const lane = (before ? before.then(send) : send())
+      // only a store that fails while recording the attempt gets here; the lane must go on
+      .catch((error: unknown) => log.error("outbox delivery failed", { taskId: row.taskId, error: String(error) }))
+      .finally(() => {
+        this.#pending.delete(row.id);
+        if (this.#lanes.get(row.target) === lane) this.#lanes.delete(row.target);
+        if (this.#pending.size > 0) return;
+        this.#schedule();
+        for (const resolve of this.#idle.splice(0)) resolve();
+      });
+    this.#lanes.set(row.target, lane);
   }
 
   async #deliver(row: OutboxRow): Promise<void> {
     try {
       const retry = row.attempts > 0;
       this.#store.beginAttempt(row.id);
-      const parent = await this.#api.messages(row.target, 50);
-      if (retry && parent.some((m) => m.info.role === "user" && textOf(m).includes(`Task ${row.taskId} `))) {
-        this.#store.markDelivered(row.id, Date.now());
-        return;
+      // A retry always reads: an earlier attempt may have got through, and a prompt is never repeated.
+      let context = retry ? undefined : this.#contexts.get(row.target);
+      if (context === undefined) {
+        const parent = await this.#api.messages(row.target, 50);
+        if (retry && parent.some((m) => m.info.role === "user" && textOf(m).includes(`Task ${row.taskId} `))) {
+          this.#store.markDelivered(row.id, Date.now());
+          return;
+        }
+        context = latestContext(parent);
       }
-      await this.#api.prompt(row.target, { text: row.body, ...contextOf(parent), noReply: row.kind === "parent_record" });
+      await this.#api.prompt(row.target, { text: row.body, ...context, noReply: row.kind === "parent_record" });
       this.#store.markDelivered(row.id, Date.now());
       log.info("parent session prompted", { taskId: row.taskId, parent: row.target });
     } catch (error) {
@@ -123,21 +138,9 @@ export class ParentNotifier {
     const pending = this.#store.dueOutbox(NEVER - 1);
     if (pending.length === 0) return;
     const next = Math.min(...pending.map((r) => r.nextAttemptAt));
-    this.#timer = setTimeout(() => void this.flush(), Math.max(0, next - Date.now()));
+    this.#timer = setTimeout(() => this.#sendDue(), Math.max(0, next - Date.now()));
     this.#timer.unref();
   }
-}
-
-/** The parent's current agent and model, from its latest user message: without them opencode would switch agents. */
-function contextOf(messages: Array<{ info: { role: string } }>): { agent?: string; model?: ModelRef } {
-  const lastUser = messages.map((m) => m.info).findLast((info) => info.role === "user") as
-    | { agent?: string; model?: ModelRef }
-    | undefined;
-  if (!lastUser) return {};
-  return {
-    ...(lastUser.agent ? { agent: lastUser.agent } : {}),
-    ...(lastUser.model ? { model: { providerID: lastUser.model.providerID, modelID: lastUser.model.modelID } } : {}),
-  };
 }
 
 /** Marks our prompts in the parent's conversation, so a model tells them from its user's words. */

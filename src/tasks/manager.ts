@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { OpencodeApi } from "../opencode/client.js";
-import { EventWatcher } from "../opencode/event-watcher.js";
+import { EventWatcher, type EventWatcherHandlers } from "../opencode/event-watcher.js";
 import { CallerDetector, type CallerDetection, type OurTool } from "../opencode/caller-detector.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
@@ -64,6 +64,8 @@ export interface TaskManagerOptions {
   retention?: { maxAgeDays: number; maxTasks: number };
   /** Timeouts, guards and limits; see TaskPolicy. */
   policy?: TaskPolicy;
+  /** Also told of every opencode event and (re)connection, e.g. to learn sessions' agent and model. */
+  events?: EventWatcherHandlers;
 }
 
 const MAX_PROMPT_BYTES = 1024 * 1024;
@@ -124,8 +126,10 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       onEvent: (event) => {
         this.#callers.onEvent(event);
         this.#follower.onEvent(event);
+        options.events?.onEvent(event);
       },
       onConnected: (reconnect) => {
+        options.events?.onConnected(reconnect);
         if (!reconnect) return;
         // Events were missed while disconnected. A restarted opencode may not answer everything at once,
         // so look again shortly after rather than waiting for the next sweep.

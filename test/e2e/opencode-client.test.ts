@@ -86,6 +86,9 @@ describe("opencode as the MCP client", () => {
     expect(notices).toHaveLength(2);
     expect(notices[0]).toMatch(/"quick child".*still running: you will be prompted once/s);
     expect(notices[1]).toMatch(/"slow child".*All 2 background tasks.*"quick child".*quick result.*"slow child".*slow result/s);
+    // Both keep the parent's agent (alpha, not opencode's default), learnt from the event stream.
+    const agents = (await sdk.session.messages({ sessionID: parent.id })).data!.map((m) => m.info.role === "user" && m.info.agent);
+    expect(agents.filter((agent) => agent !== false)).toEqual(["alpha", "alpha", "alpha"]);
     // One model turn for the first prompt (tool step + answer), then exactly one for the wake-up.
     await waitFor("the parent's turn on the wake-up", async () => (await assistantCount(parent.id)) >= 3);
     await new Promise((r) => setTimeout(r, 1_000));

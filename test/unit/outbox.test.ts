@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParentNotifier, parentPromptText } from "../../src/notify/parent-prompt.js";
 import { OpencodeRequestError, type OpencodeApi, type PromptInput, type SessionMessage } from "../../src/opencode/client.js";
+import { SessionContexts } from "../../src/opencode/session-context.js";
 import { textOf } from "../../src/opencode/transcript.js";
 import type { TaskChange, TaskManager } from "../../src/tasks/manager.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
@@ -18,10 +19,13 @@ const NEVER = Number.MAX_SAFE_INTEGER;
 
 /**
  * The parent side of opencode: sessions with messages. `prompt` appends a user message carrying the text
- * (as opencode does once it accepts a prompt), so the notifier can find it on a retry. Failures are
- * queued per call; `hold` makes prompts wait until released, to keep a delivery in flight.
+ * (as opencode does once it accepts a prompt), so the notifier can find it on a retry. Every user message
+ * is announced on the event stream (`message.updated`) to `contexts`, as the server's watcher would pass
+ * it on. Failures are queued per call; `hold` makes prompts wait until released, to keep a delivery in flight.
  */
 class FakeParent {
+  /** What the server learnt from the event stream. */
+  readonly contexts = new SessionContexts();
   readonly sessions = new Map<string, SessionMessage[]>();
   readonly prompts: Array<{ target: string; input: PromptInput }> = [];
   readonly promptAttempts: string[] = [];
@@ -29,6 +33,7 @@ class FakeParent {
   readonly failPrompt: Error[] = [];
   readonly failMessages: Error[] = [];
   #hold: Promise<void> | undefined;
+  #held: string | undefined;
   #release: (() => void) | undefined;
 
   readonly api = {
@@ -43,7 +48,7 @@ class FakeParent {
     prompt: async (target: string, input: PromptInput): Promise<void> => {
       this.promptAttempts.push(target);
       await Promise.resolve();
-      if (this.#hold) await this.#hold;
+      if (this.#hold && (this.#held === undefined || this.#held === target)) await this.#hold;
       const failure = this.failPrompt.shift();
       if (failure) throw failure;
       this.prompts.push({ target, input });
@@ -57,6 +62,7 @@ class FakeParent {
     const messages = this.sessions.get(target) ?? [];
     messages.push({ info, parts: [textPart(target, info.id, text)] });
     this.sessions.set(target, messages);
+    this.contexts.onEvent({ id: `evt_${info.id}`, type: "message.updated", properties: { sessionID: target, info } });
   }
 
   answer(target: string, text: string): void {
@@ -66,7 +72,9 @@ class FakeParent {
     this.sessions.set(target, messages);
   }
 
-  hold(): void {
+  /** Holds prompts into `target` (default: every session) until released. */
+  hold(target?: string): void {
+    this.#held = target;
     this.#hold = new Promise((resolve) => (this.#release = resolve));
   }
 
@@ -88,8 +96,9 @@ let parent: FakeParent;
 let manager: EventEmitter;
 const notifiers: ParentNotifier[] = [];
 
-function notifier(on: SqliteTaskStore = store): ParentNotifier {
-  const n = new ParentNotifier(parent.api, on, manager as unknown as TaskManager);
+/** A notifier; pass `new SessionContexts()` for one that has seen no event yet (as right after a restart). */
+function notifier(on: SqliteTaskStore = store, contexts = parent.contexts): ParentNotifier {
+  const n = new ParentNotifier(parent.api, on, manager as unknown as TaskManager, contexts);
   notifiers.push(n);
   return n;
 }
@@ -114,7 +123,7 @@ function finish(status: TerminalStatus = "completed", parentSession: string | nu
 
 /** The outbox message the task manager would store with the terminal state (from a notifier that delivers nothing). */
 function messageFor(task: Task): OutboxMessage | undefined {
-  const writer = new ParentNotifier(parent.api, store, new EventEmitter() as unknown as TaskManager);
+  const writer = new ParentNotifier(parent.api, store, new EventEmitter() as unknown as TaskManager, new SessionContexts());
   writer.close();
   return writer.outboxFor(task);
 }
@@ -235,6 +244,7 @@ describe("ParentNotifier delivers each message exactly once", () => {
     await Promise.resolve();
     await Promise.resolve();
     expect(parent.messageReads).toEqual([]);
+    expect(parent.promptAttempts).toEqual([]);
 
     manager.emit("change", changed(task));
     await n.flush();
@@ -248,6 +258,7 @@ describe("ParentNotifier delivers each message exactly once", () => {
     manager.emit("change", changed(task));
     await new Promise((resolve) => setImmediate(resolve));
     expect(parent.messageReads).toEqual([]);
+    expect(parent.promptAttempts).toEqual([]);
     expect(rowOf(task).deliveredAt).toBeNull();
   });
 
@@ -266,13 +277,55 @@ describe("ParentNotifier delivers each message exactly once", () => {
       model: { providerID: "openai", modelID: "new-model" },
     });
   });
+
+  it("does not keep one parent waiting for another parent's delivery", async () => {
+    const OTHER = "ses_other_parent";
+    const n = notifier();
+    const first = finish();
+    parent.hold(PARENT);
+    const round = n.flush();
+    const second = finish("completed", OTHER);
+    manager.emit("change", changed(second));
+    await vi.waitFor(() => expect(parent.announcements(second.id, OTHER)).toBe(1));
+    expect(parent.announcements(first.id)).toBe(0); // still in flight
+
+    parent.release();
+    await round;
+    expect(parent.announcements(first.id)).toBe(1);
+    expect(parent.promptAttempts).toEqual([PARENT, OTHER]);
+  });
 });
 
 describe("ParentNotifier prompt context", () => {
+  it("makes one request, the prompt, when the event stream told the parent's agent and model", async () => {
+    parent.say(PARENT, "launch a background task", "plan", { providerID: "openai", modelID: "new-model" });
+    parent.answer(PARENT, "launched");
+    const task = finish();
+    await notifier().flush();
+
+    expect(parent.messageReads).toEqual([]);
+    expect(parent.promptAttempts).toEqual([PARENT]);
+    expect(parent.prompts[0]!.input).toMatchObject({ text: rowOf(task).body, agent: "plan", model: { providerID: "openai", modelID: "new-model" } });
+    expect(rowOf(task).deliveredAt).not.toBeNull();
+  });
+
+  it("reads the parent's messages for its agent and model when the stream has not told them", async () => {
+    parent.say(PARENT, "first question", "build", { providerID: "anthropic", modelID: "old-model" });
+    parent.say(PARENT, "launch a background task", "plan", { providerID: "openai", modelID: "new-model" });
+    parent.answer(PARENT, "launched");
+    const task = finish();
+    await notifier(store, new SessionContexts()).flush(); // e.g. started after those messages
+
+    expect(parent.messageReads).toEqual([PARENT]);
+    expect(parent.prompts).toHaveLength(1);
+    expect(parent.prompts[0]!.input).toMatchObject({ text: rowOf(task).body, agent: "plan", model: { providerID: "openai", modelID: "new-model" } });
+  });
+
   it("leaves agent and model out when the parent has no user message yet", async () => {
     parent.answer(PARENT, "only an assistant message");
     finish();
     await notifier().flush();
+    expect(parent.messageReads).toEqual([PARENT]);
     expect(parent.prompts).toHaveLength(1);
     expect(parent.prompts[0]!.input.agent).toBeUndefined();
     expect(parent.prompts[0]!.input.model).toBeUndefined();
@@ -320,12 +373,15 @@ describe("ParentNotifier retries", () => {
     });
     const n = notifier();
 
+    parent.say(PARENT, "the parent's own question", "plan"); // the stream knows the parent's context
     await n.flush();
     expect(parent.prompts).toHaveLength(1);
+    expect(parent.messageReads).toEqual([]);
     expect(rowOf(task)).toMatchObject({ attempts: 1, deliveredAt: null });
 
     await vi.advanceTimersByTimeAsync(1_000);
     await n.flush();
+    expect(parent.messageReads).toEqual([PARENT]); // a retry always looks first
     expect(markDelivered).toHaveBeenCalledTimes(2);
     expect(parent.prompts).toHaveLength(1);
     expect(parent.announcements(task.id)).toBe(1);
@@ -341,7 +397,9 @@ describe("ParentNotifier retries", () => {
     store.close();
 
     store = new SqliteTaskStore(path);
+    expect(parent.contexts.get(PARENT)).toBeDefined(); // known from the stream, yet the retry reads
     await notifier(store).flush();
+    expect(parent.messageReads).toEqual([PARENT]);
     expect(parent.prompts).toHaveLength(0);
     expect(parent.announcements(task.id)).toBe(1);
     expect(rowOf(task)).toMatchObject({ attempts: 2 });
