@@ -1,5 +1,5 @@
 import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
-import type { TaskChange } from "../tasks/manager.js";
+import type { TaskChange } from "../tasks/records.js";
 import { formatMs } from "../tasks/session-runner.js";
 import { durationMs, type Task } from "../tasks/task.js";
 import { oneLine } from "../opencode/transcript.js";

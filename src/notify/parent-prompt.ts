@@ -1,7 +1,7 @@
 import { OpencodeRequestError, type OpencodeApi } from "../opencode/client.js";
 import { textOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
-import type { TaskChange, TaskManager } from "../tasks/manager.js";
+import type { TaskChange, TaskChanges } from "../tasks/records.js";
 import { formatMs } from "../tasks/session-runner.js";
 import type { OutboxMessage, OutboxRow, TaskStore } from "../tasks/store.js";
 import { durationMs, isTerminal, type ModelRef, type Task } from "../tasks/task.js";
@@ -26,7 +26,7 @@ const NEVER = Number.MAX_SAFE_INTEGER;
 export class ParentNotifier {
   readonly #api: OpencodeApi;
   readonly #store: TaskStore;
-  readonly #manager: TaskManager;
+  readonly #changes: TaskChanges;
   readonly #listener = (change: TaskChange): void => {
     if (isTerminal(change.task.status) && change.task.parent_session_id) this.flush();
   };
@@ -35,14 +35,14 @@ export class ParentNotifier {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(api: OpencodeApi, store: TaskStore, manager: TaskManager) {
+  constructor(api: OpencodeApi, store: TaskStore, changes: TaskChanges) {
     this.#api = api;
     this.#store = store;
-    this.#manager = manager;
-    manager.on("change", this.#listener);
+    this.#changes = changes;
+    changes.on("change", this.#listener);
   }
 
-  /** The outbox message for a task that just ended (the task manager stores it with the state). */
+  /** The outbox message for a task that just ended (the task records store it with the state). */
   outboxFor(task: Task): OutboxMessage | undefined {
     const parent = task.parent_session_id;
     if (!parent) return undefined;
@@ -59,7 +59,7 @@ export class ParentNotifier {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
-    this.#manager.off("change", this.#listener);
+    this.#changes.off("change", this.#listener);
   }
 
   /** Sends every message that is due; resolves when this round is done. Concurrent calls share one loop. */

@@ -13,7 +13,10 @@ import { ErrorCode, McpError, type CallToolResult } from "@modelcontextprotocol/
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { BackgroundCancelInput, BackgroundOutputInput, BackgroundTaskInput } from "../../src/mcp/schemas.js";
+import { CallerDetector } from "../../src/opencode/caller-detector.js";
+import { EventWatcher } from "../../src/opencode/event-watcher.js";
 import { TaskManager } from "../../src/tasks/manager.js";
+import { TaskRecords } from "../../src/tasks/records.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
 import { connectMcp, type McpPair } from "../support/mcp-wire.js";
 import { SimulatedOpencode } from "../support/simulated-opencode.js";
@@ -58,11 +61,15 @@ beforeAll(async () => {
   // Every run finishes by itself a few event-loop turns after it starts, so `block: true` returns soon.
   sim = new SimulatedOpencode({ agents: ["explore", "general", "build"], autoFinishTurns: 2 });
   store = new SqliteTaskStore(":memory:");
-  manager = new TaskManager({ api: sim, store, concurrency: { default: 2, agents: { explore: 1 } }, disabledTools: { always: { task: false }, atMaxDepth: {} } });
+  const records = new TaskRecords(store);
+  const events = new EventWatcher(sim);
+  const callers = new CallerDetector();
+  events.on("event", (event) => callers.onEvent(event));
+  manager = new TaskManager({ api: sim, events, records, concurrency: { default: 2, agents: { explore: 1 } }, disabledTools: { always: { task: false }, atMaxDepth: {} } });
   manager.start();
   await sim.settle();
   await manager.ready(5_000);
-  mcp = await connectMcp(manager);
+  mcp = await connectMcp({ manager, callers, sessions: sim }, records);
   parentSession = await sim.createSession({ title: "the parent" });
 });
 

@@ -7,7 +7,9 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { TaskPushRouter } from "../../src/mcp/push.js";
 import { createMcpServer } from "../../src/mcp/server.js";
-import { LOCAL_OWNER, type TaskManager } from "../../src/tasks/manager.js";
+import type { TaskAccess } from "../../src/mcp/owned-tasks.js";
+import { LOCAL_OWNER } from "../../src/tasks/manager.js";
+import type { TaskChanges } from "../../src/tasks/records.js";
 
 function overJson(transport: InMemoryTransport): InMemoryTransport {
   const send = transport.send.bind(transport);
@@ -21,9 +23,9 @@ export interface McpPair {
 }
 
 /** As the stdio transport wires it: one session of the local owner, attached to a push router. */
-export async function connectMcp(manager: TaskManager, parentPrompt = true): Promise<McpPair> {
-  const push = new TaskPushRouter(manager);
-  const session = createMcpServer({ manager, push, parentPrompt }, { owner: LOCAL_OWNER });
+export async function connectMcp(tasks: TaskAccess, changes: TaskChanges, parentPrompt = true): Promise<McpPair> {
+  const push = new TaskPushRouter(changes, tasks.manager);
+  const session = createMcpServer({ tasks, push, parentPrompt }, { owner: LOCAL_OWNER });
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await session.server.connect(overJson(serverSide));
   push.attach(session);

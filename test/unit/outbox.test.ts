@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ParentNotifier, parentPromptText } from "../../src/notify/parent-prompt.js";
 import { OpencodeRequestError, type OpencodeApi, type PromptInput, type SessionMessage } from "../../src/opencode/client.js";
 import { textOf } from "../../src/opencode/transcript.js";
-import type { TaskChange, TaskManager } from "../../src/tasks/manager.js";
+import type { TaskChange } from "../../src/tasks/records.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
 import type { OutboxMessage, OutboxRow } from "../../src/tasks/store.js";
 import { createTask, transition, type Task, type TerminalStatus } from "../../src/tasks/task.js";
@@ -89,7 +89,7 @@ let manager: EventEmitter;
 const notifiers: ParentNotifier[] = [];
 
 function notifier(on: SqliteTaskStore = store): ParentNotifier {
-  const n = new ParentNotifier(parent.api, on, manager as unknown as TaskManager);
+  const n = new ParentNotifier(parent.api, on, manager);
   notifiers.push(n);
   return n;
 }
@@ -114,7 +114,7 @@ function finish(status: TerminalStatus = "completed", parentSession: string | nu
 
 /** The outbox message the task manager would store with the terminal state (from a notifier that delivers nothing). */
 function messageFor(task: Task): OutboxMessage | undefined {
-  const writer = new ParentNotifier(parent.api, store, new EventEmitter() as unknown as TaskManager);
+  const writer = new ParentNotifier(parent.api, store, new EventEmitter());
   writer.close();
   return writer.outboxFor(task);
 }
