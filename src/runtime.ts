@@ -2,11 +2,16 @@ import type { Settings } from "./config.js";
 import { log } from "./log.js";
 import { ParentNotifier } from "./notify/parent-prompt.js";
 import { ToastNotifier } from "./notify/toast.js";
+import type { TaskAccess } from "./mcp/owned-tasks.js";
+import { CallerDetector } from "./opencode/caller-detector.js";
 import { OpencodeHttpApi } from "./opencode/client.js";
 import { OpencodeSupervisor } from "./opencode/embedded.js";
+import { EventWatcher } from "./opencode/event-watcher.js";
 import { SessionContexts } from "./opencode/session-context.js";
 import { openDataDir } from "./tasks/data-dir.js";
 import { TaskManager } from "./tasks/manager.js";
+import { TaskRecords, type TaskChanges } from "./tasks/records.js";
+import { pruneFinishedTasks } from "./tasks/retention.js";
 import { SqliteTaskStore } from "./tasks/sqlite-store.js";
 
 /**
@@ -18,10 +23,14 @@ export const DISABLED_TOOLS = {
   atMaxDepth: { "*background_task": false, "*background_output": false, "*background_cancel": false },
 };
 
-/** Everything behind the transports: the store, opencode (attached or embedded), the task manager, the notifiers. */
+/**
+ * Everything behind the transports: the store, opencode (attached or embedded), the task records and
+ * manager, the notifiers. The transports reach tasks through `tasks` and hear of changes from `changes`.
+ */
 export interface Runtime {
   settings: Settings;
-  manager: TaskManager;
+  tasks: TaskAccess;
+  changes: TaskChanges;
   close(): Promise<void>;
 }
 
@@ -39,21 +48,31 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
     }
     const api = new OpencodeHttpApi({ url, directory: settings.directory, auth: settings.opencodeAuth });
     let notifier: ParentNotifier | undefined = undefined;
+    const records = new TaskRecords(store, {
+      maxResultChars: settings.policy.maxResultChars,
+      outboxFor: settings.parentPrompt ? (task) => notifier?.outboxFor(task) : undefined,
+    });
+    const events = new EventWatcher(api);
+    const callers = new CallerDetector();
+    events.on("event", (event) => callers.onEvent(event));
+    // What each session's latest user message asked for (agent, model), for prompts into parent sessions.
     const contexts = new SessionContexts();
+    events.on("event", (event) => contexts.onEvent(event));
+    events.on("connected", (reconnect) => contexts.onConnected(reconnect));
     const manager = new TaskManager({
       api,
-      store,
+      events,
+      records,
       concurrency: settings.concurrency,
       disabledTools: DISABLED_TOOLS,
       embedded: embedded !== undefined,
       resumeInterrupted: settings.resumeInterrupted,
-      retention: settings.retention,
       policy: settings.policy,
-      outboxFor: settings.parentPrompt ? (task) => notifier?.outboxFor(task) : undefined,
-      events: contexts,
     });
-    notifier = new ParentNotifier(api, store, manager, contexts);
-    const toasts = new ToastNotifier(api, manager);
+    // The notifiers are the end of the flow: they hear the records' changes.
+    notifier = new ParentNotifier(api, store, records, contexts);
+    const toasts = new ToastNotifier(api, records);
+    const stopPruning = pruneFinishedTasks(records, settings.retention);
     const started = Date.now();
     const recovered = manager.start();
     log.info("task manager started", { ...recovered, stored: store.count(), ms: Date.now() - started, dataDir: dataDir.dir });
@@ -61,8 +80,10 @@ export async function startRuntime(settings: Settings): Promise<Runtime> {
     const openStore = store;
     return {
       settings,
-      manager,
+      tasks: { manager, callers, sessions: api },
+      changes: records,
       async close() {
+        stopPruning();
         manager.stop();
         notifier?.close();
         toasts.close();

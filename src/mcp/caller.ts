@@ -1,6 +1,6 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { CallerDetection, OurTool } from "../opencode/caller-detector.js";
-import type { TaskManager } from "../tasks/manager.js";
+import type { OwnedTasks } from "./owned-tasks.js";
 
 /**
  * When the MCP client is opencode (the one we follow), the opencode session that made this call.
@@ -8,12 +8,12 @@ import type { TaskManager } from "../tasks/manager.js";
  */
 export async function callerOf(
   server: McpServer,
-  manager: TaskManager,
+  tasks: OwnedTasks,
   tool: OurTool,
   args: Record<string, unknown>,
 ): Promise<CallerDetection | undefined> {
   if (server.server.getClientVersion()?.name !== "opencode") return undefined;
-  return manager.detectCaller(tool, args);
+  return tasks.detectCaller(tool, args);
 }
 
 /** What the launch result says about a parent that was looked for and not (uniquely) found. */

@@ -19,7 +19,7 @@ import { toView, type QueuePositions } from "./task-view.js";
  * MCP Tasks (spec 2025-11-25) over our tasks. Every task of the owner is an MCP task with the same id:
  * `tasks/get`, `tasks/result`, `tasks/list` and `tasks/cancel` (the SDK's handlers, installed because
  * the server has a task store) read and cancel our tasks through `McpTaskStore`. Nothing about a task
- * is kept here: the task manager is the only record.
+ * is kept here: the task records are the only record.
  */
 
 /** How often a client should poll tasks/get; also how often the SDK's tasks/result looks again while it waits. */

@@ -1,5 +1,5 @@
 import type { LoggingLevel } from "@modelcontextprotocol/sdk/types.js";
-import type { TaskChange } from "../tasks/manager.js";
+import type { TaskChange } from "../tasks/records.js";
 import type { Task } from "../tasks/task.js";
 import { endedText, oneLine, taskLine } from "../tasks/task-text.js";
 import { toView, type QueuePositions } from "./task-view.js";

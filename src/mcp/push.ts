@@ -1,10 +1,11 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { log } from "../log.js";
-import type { TaskChange, TaskManager } from "../tasks/manager.js";
+import type { TaskChange, TaskChanges } from "../tasks/records.js";
 import { isTerminal } from "../tasks/task.js";
 import { toMcpTask } from "./mcp-tasks.js";
 import { channelEvent, taskLogMessage, taskUri } from "./notifications.js";
 import type { McpSession } from "./session.js";
+import type { QueuePositions } from "./task-view.js";
 
 /**
  * Routes task changes to the connected sessions. Nobody hears about another owner's task. Within the
@@ -21,17 +22,20 @@ import type { McpSession } from "./session.js";
  * A failed push is logged and never touches the task.
  */
 export class TaskPushRouter {
-  readonly #manager: TaskManager;
+  readonly #changes: TaskChanges;
+  readonly #queue: QueuePositions;
   readonly #sessions = new Set<McpSession>();
   /** Which session launched each unfinished task this process has seen launched. */
   readonly #launchedBy = new Map<string, McpSession>();
-  /** The session a `launch` call runs for: the manager announces the new task from inside the call. */
+  /** The session a `launch` call runs for: the new task is announced from inside the call. */
   readonly #launching = new AsyncLocalStorage<McpSession>();
   readonly #listener = (change: TaskChange): void => this.#route(change);
 
-  constructor(manager: TaskManager) {
-    this.#manager = manager;
-    manager.on("change", this.#listener);
+  /** `changes`: the task records' announcements; `queue`: where queued tasks stand (the task manager). */
+  constructor(changes: TaskChanges, queue: QueuePositions) {
+    this.#changes = changes;
+    this.#queue = queue;
+    changes.on("change", this.#listener);
   }
 
   attach(session: McpSession): void {
@@ -49,7 +53,7 @@ export class TaskPushRouter {
   }
 
   close(): void {
-    this.#manager.off("change", this.#listener);
+    this.#changes.off("change", this.#listener);
     this.#sessions.clear();
     this.#launchedBy.clear();
   }
@@ -68,7 +72,7 @@ export class TaskPushRouter {
     const launcher = this.#launchedBy.get(task.id);
     // The launching session, or (once it has gone, or for a task from before this process) all the owner's.
     const told = launcher === undefined ? owned : owned.filter((session) => session === launcher);
-    const message = taskLogMessage(change, this.#manager);
+    const message = taskLogMessage(change, this.#queue);
     if (message) {
       for (const session of owned) {
         if (told.includes(session) || session.subscribed(uri)) this.#send(session, change, () => session.log(message));
@@ -80,7 +84,7 @@ export class TaskPushRouter {
     // The task ended. As an MCP task it was "working" until now (queued and running are both "working"),
     // so this is its one status change after the CreateTaskResult.
     if (event === `task.${task.status}` && isTerminal(task.status)) {
-      const status = toMcpTask(task, this.#manager);
+      const status = toMcpTask(task, this.#queue);
       for (const session of told) if (session.usesTasks) this.#send(session, change, () => session.taskStatus(status));
       const channel = channelEvent(task);
       for (const session of told) if (session.channel) this.#send(session, change, () => session.channelEvent(channel));

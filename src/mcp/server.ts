@@ -1,9 +1,8 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { TaskManager } from "../tasks/manager.js";
 import { VERSION } from "../version.js";
 import { McpTaskStore, TASK_POLL_INTERVAL_MS } from "./mcp-tasks.js";
 import { CLAUDE_CHANNEL_CAPABILITY } from "./notifications.js";
-import { OwnedTasks } from "./owned-tasks.js";
+import { OwnedTasks, type TaskAccess } from "./owned-tasks.js";
 import type { TaskPushRouter } from "./push.js";
 import { registerTaskResources } from "./resources.js";
 import { McpSession } from "./session.js";
@@ -20,7 +19,7 @@ with a preview of its result or its error; read the full output with background_
 
 /** What every connection's server shares. */
 export interface ServerDeps extends ToolOptions {
-  manager: TaskManager;
+  tasks: TaskAccess;
   push: TaskPushRouter;
   /** Act as a Claude Code channel: declare `experimental["claude/channel"]` and push a channel event when a task ends. */
   claudeChannel?: boolean;
@@ -41,7 +40,7 @@ export interface ClientIdentity {
  */
 export function createMcpServer(deps: ServerDeps, client: ClientIdentity): McpSession {
   // `session` is only used once requests arrive, when it exists.
-  const tasks: OwnedTasks = new OwnedTasks(deps.manager, client.owner, (launch) => deps.push.launchFor(session, launch));
+  const tasks: OwnedTasks = new OwnedTasks(deps.tasks, client.owner, (launch) => deps.push.launchFor(session, launch));
   // MCP Tasks: the SDK serves tasks/get, tasks/result, tasks/list and tasks/cancel from this store.
   const taskStore: McpTaskStore = new McpTaskStore(tasks, () => session.markUsesTasks());
   // Declare every capability up front: the SDK refuses to add any after connecting.

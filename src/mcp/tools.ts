@@ -2,10 +2,9 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { z } from "zod";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
-import { toTranscript } from "../opencode/transcript.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
-import { taskLine, taskReport, type ReportOptions } from "../tasks/task-text.js";
+import { taskLine, taskReport } from "../tasks/task-text.js";
 import { callerOf, detectionNote } from "./caller.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { LAUNCH_ANSWER } from "./mcp-tasks.js";
@@ -95,7 +94,7 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       try {
         if (task_id === undefined) {
           // Called from an opencode session: that session's tasks and their descendants.
-          const caller = await callerOf(server, tasks.manager, "background_output", args);
+          const caller = await callerOf(server, tasks, "background_output", args);
           const offset = decodeCursor(args.cursor, "background_output");
           // One more than the page, to know whether another page follows.
           const listed =
@@ -122,14 +121,12 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
           }
         }
         const view: TaskView = toView(task, tasks);
-        let transcript: ReportOptions["transcript"];
-        if (full && task.session_id) {
-          transcript = toTranscript(await tasks.manager.api.messages(task.session_id));
-          view.messages = transcript.entries;
-          view.messages_omitted = transcript.omitted;
-        } else if (full) {
-          transcript = { entries: [], omitted: 0 };
+        const sessionTranscript = full ? await tasks.transcript(task.id) : undefined;
+        if (sessionTranscript) {
+          view.messages = sessionTranscript.entries;
+          view.messages_omitted = sessionTranscript.omitted;
         }
+        const transcript = full ? (sessionTranscript ?? { entries: [], omitted: 0 }) : undefined;
         return ok(taskReport(task, { queuePosition: view.queue_position, transcript }), view);
       } catch (error) {
         return asToolError(error);
@@ -153,7 +150,7 @@ export function registerTools(server: McpServer, tasks: OwnedTasks, options: Too
       if (task_id === undefined && !all) return fail('Give task_id (one task) or all: true (every unfinished task).');
       if (task_id !== undefined && !tasks.get(task_id)) return fail(unknownTask(task_id));
       // all: true from an opencode session cancels that session's tasks and their descendants.
-      const caller = task_id === undefined ? await callerOf(server, tasks.manager, "background_cancel", args) : undefined;
+      const caller = task_id === undefined ? await callerOf(server, tasks, "background_cancel", args) : undefined;
       const scope = caller?.kind === "found" ? tasks.descendants(caller.sessionID) : tasks.list();
       const ids = task_id !== undefined ? [task_id] : scope.filter((t) => !isTerminal(t.status)).map((t) => t.id);
       const cancelled: string[] = [];
@@ -182,7 +179,7 @@ async function launchTask(server: McpServer, tasks: OwnedTasks, options: ToolOpt
   if (unknown) return fail(unknown);
   try {
     // opencode sends no session id: find the calling session, which becomes the parent. An explicit one wins.
-    const caller = args.parent_session_id ? undefined : await callerOf(server, tasks.manager, "background_task", args);
+    const caller = args.parent_session_id ? undefined : await callerOf(server, tasks, "background_task", args);
     const parent = caller?.kind === "found" ? caller.sessionID : args.parent_session_id;
     const task = await tasks.launch({ ...args, ...(parent ? { parent_session_id: parent } : {}) });
     const view = toView(task, tasks);

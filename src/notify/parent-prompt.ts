@@ -2,7 +2,7 @@ import { OpencodeRequestError, type OpencodeApi } from "../opencode/client.js";
 import { latestContext, type SessionContexts } from "../opencode/session-context.js";
 import { textOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
-import type { TaskChange, TaskManager } from "../tasks/manager.js";
+import type { TaskChange, TaskChanges } from "../tasks/records.js";
 import type { OutboxMessage, OutboxRow, TaskStore } from "../tasks/store.js";
 import { isTerminal, type Task } from "../tasks/task.js";
 import { endedSummary, endedText, taskLine } from "../tasks/task-text.js";
@@ -32,7 +32,7 @@ const NEVER = Number.MAX_SAFE_INTEGER;
 export class ParentNotifier {
   readonly #api: OpencodeApi;
   readonly #store: TaskStore;
-  readonly #manager: TaskManager;
+  readonly #changes: TaskChanges;
   readonly #contexts: SessionContexts;
   readonly #listener = (change: TaskChange): void => {
     if (isTerminal(change.task.status) && change.task.parent_session_id) this.#sendDue();
@@ -45,15 +45,15 @@ export class ParentNotifier {
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
-  constructor(api: OpencodeApi, store: TaskStore, manager: TaskManager, contexts: SessionContexts) {
+  constructor(api: OpencodeApi, store: TaskStore, changes: TaskChanges, contexts: SessionContexts) {
     this.#api = api;
     this.#store = store;
-    this.#manager = manager;
+    this.#changes = changes;
     this.#contexts = contexts;
-    manager.on("change", this.#listener);
+    changes.on("change", this.#listener);
   }
 
-  /** The outbox message for a task that just ended (the task manager stores it with the state). */
+  /** The outbox message for a task that just ended (the task records store it with the state). */
   outboxFor(task: Task): OutboxMessage | undefined {
     const parent = task.parent_session_id;
     if (!parent) return undefined;
@@ -70,7 +70,7 @@ export class ParentNotifier {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
-    this.#manager.off("change", this.#listener);
+    this.#changes.off("change", this.#listener);
   }
 
   /** Sends every message that is due; resolves once nothing is left to send or in flight. */

@@ -1,6 +1,6 @@
 import type { OpencodeApi } from "../opencode/client.js";
 import { log } from "../log.js";
-import type { TaskChange, TaskManager } from "../tasks/manager.js";
+import type { TaskChange, TaskChanges } from "../tasks/records.js";
 import { isTerminal } from "../tasks/task.js";
 import { taskSentence } from "../tasks/task-text.js";
 
@@ -8,21 +8,21 @@ const VARIANT = { completed: "success", error: "error", cancelled: "warning" } a
 
 /** A toast in opencode's TUI (if one is attached) when a task ends. Best effort: never retried, never fatal. */
 export class ToastNotifier {
-  readonly #manager: TaskManager;
+  readonly #changes: TaskChanges;
   readonly #listener: (change: TaskChange) => void;
 
-  constructor(api: OpencodeApi, manager: TaskManager) {
-    this.#manager = manager;
+  constructor(api: OpencodeApi, changes: TaskChanges) {
+    this.#changes = changes;
     this.#listener = ({ task }) => {
       if (!isTerminal(task.status)) return;
       api
         .showToast({ title: `Background task ${task.status}`, message: taskSentence(task), variant: VARIANT[task.status] })
         .catch((error: unknown) => log.debug("toast not shown", { taskId: task.id, error: String(error) }));
     };
-    manager.on("change", this.#listener);
+    changes.on("change", this.#listener);
   }
 
   close(): void {
-    this.#manager.off("change", this.#listener);
+    this.#changes.off("change", this.#listener);
   }
 }

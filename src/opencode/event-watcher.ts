@@ -1,28 +1,32 @@
+import { EventEmitter } from "node:events";
 import type { OpencodeApi, OpencodeEvent } from "./client.js";
 import { log } from "../log.js";
 
-export interface EventWatcherHandlers {
-  onEvent(event: OpencodeEvent): void;
-  /** Called on every `server.connected`; `reconnect` is true after the first, when events may have been missed. */
-  onConnected(reconnect: boolean): void;
+/**
+ * `event`: every event but `server.connected`. `connected`: every `server.connected`; `reconnect` is true
+ * after the first, when events may have been missed.
+ */
+export interface EventWatcherEvents {
+  event: [OpencodeEvent];
+  connected: [reconnect: boolean];
 }
 
 /**
  * The single subscription to opencode's event stream for the whole server. The stream connects on first
  * iteration and does not replay what was missed, so `ready()` resolves only once `server.connected` has
- * been seen, and every later connection is reported as a reconnect so that callers can resync.
+ * been seen, and every later connection is reported as a reconnect so that listeners can resync.
+ * Listeners subscribe before `start()`.
  */
-export class EventWatcher {
+export class EventWatcher extends EventEmitter<EventWatcherEvents> {
   readonly #api: OpencodeApi;
-  readonly #handlers: EventWatcherHandlers;
   readonly #stop = new AbortController();
   #connections = 0;
   #connected = false;
   #waiters: Array<() => void> = [];
 
-  constructor(api: OpencodeApi, handlers: EventWatcherHandlers) {
+  constructor(api: OpencodeApi) {
+    super();
     this.#api = api;
-    this.#handlers = handlers;
   }
 
   get connected(): boolean {
@@ -81,12 +85,12 @@ export class EventWatcher {
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const resolve of waiters) resolve();
-    this.#handlers.onConnected(this.#connections > 1);
+    this.emit("connected", this.#connections > 1);
   }
 
   #dispatch(event: OpencodeEvent): void {
     try {
-      this.#handlers.onEvent(event);
+      this.emit("event", event);
     } catch (error) {
       log.error("event handler failed", { type: event.type, error: String(error) });
     }

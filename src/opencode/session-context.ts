@@ -1,5 +1,4 @@
 import type { Message, OpencodeEvent } from "./client.js";
-import type { EventWatcherHandlers } from "./event-watcher.js";
 import type { ModelRef } from "../tasks/task.js";
 
 /** The agent and model a session's latest user message ran with: a prompt into it keeps them. */
@@ -31,7 +30,7 @@ export function latestContext(messages: Array<{ info: Message }>): SessionContex
  * events may have been missed, so everything is forgotten: `get` answers undefined until the next
  * user message, and callers read the messages instead.
  */
-export class SessionContexts implements EventWatcherHandlers {
+export class SessionContexts {
   readonly #max: number;
   /** In order of the latest user message, oldest first (a Map keeps insertion order). */
   readonly #sessions = new Map<string, { created: number; context: SessionContext }>();
@@ -50,6 +49,7 @@ export class SessionContexts implements EventWatcherHandlers {
     if (this.#sessions.size > this.#max) this.#sessions.delete(this.#sessions.keys().next().value!);
   }
 
+  /** On every (re)connection of the event stream. */
   onConnected(reconnect: boolean): void {
     if (reconnect) this.#sessions.clear();
   }

@@ -25,6 +25,11 @@ export interface RoutedSignal {
   signal: SessionSignal;
 }
 
+/** The session an event shows working (busy or retrying), if any: the `busy` signal without the rest. */
+export function busySessionOf(event: OpencodeEvent): string | null {
+  return event.type === "session.status" && event.properties.status.type !== "idle" ? event.properties.sessionID : null;
+}
+
 export function toSignal(event: OpencodeEvent): RoutedSignal | null {
   switch (event.type) {
     case "session.status": {

@@ -4,23 +4,19 @@ import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session
 import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
-import { StoppedSessions } from "./stopped-sessions.js";
-import type { Task, TaskProgress, TerminalStatus, Todo } from "./task.js";
+import type { TaskRecords } from "./records.js";
+import type { Task, TaskProgress, Todo } from "./task.js";
 import { oneLine } from "./task-text.js";
 
 /** The opencode calls the follower makes (a seam tests can feed with recorded answers). */
-export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists" | "replyPermission" | "abort">;
+export type FollowerApi = Pick<OpencodeApi, "messages" | "statuses" | "sessionExists" | "replyPermission">;
 
-/** What the follower may do to a task: the manager stores each change before announcing it. */
-export interface TaskSink {
-  get(taskId: string): Task | undefined;
-  /** `retrying` announces the change as `task.retrying` (a provider retry) rather than `task.progress`. */
-  progress(taskId: string, progress: TaskProgress, retrying?: boolean): void;
-  finish(taskId: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): void;
-  /** Aborts the task's session and ends it `error` with `reason` (a guard tripped). */
+/** What the follower asks of whoever runs the sessions (the session runner): it never touches a run itself. */
+export interface SessionControl {
+  /** Aborts the task's session and ends the task `error` with `reason` (a guard tripped). */
   stop(taskId: string, reason: string): void;
   /** Sends the task's session another prompt (a continuation), as its agent and with its tools. */
-  prompt(taskId: string, text: string): Promise<void>;
+  continue(taskId: string, text: string): Promise<void>;
 }
 
 interface Followed {
@@ -58,17 +54,16 @@ const TAKE_UP_GRACE_MS = 5_000;
  */
 export class SessionFollower {
   readonly #api: FollowerApi;
-  readonly #sink: TaskSink;
+  readonly #records: TaskRecords;
+  readonly #control: SessionControl;
   readonly #policy: TaskPolicy;
   readonly #bySession = new Map<string, Followed>();
-  /** Sessions of ended tasks that must stay stopped (shared with the runner, which aborts them). */
-  readonly stopped: StoppedSessions;
 
-  constructor(api: FollowerApi, sink: TaskSink, policy: TaskPolicy = DEFAULT_POLICY, stopped = new StoppedSessions(api)) {
+  constructor(api: FollowerApi, records: TaskRecords, control: SessionControl, policy: TaskPolicy = DEFAULT_POLICY) {
     this.#api = api;
-    this.#sink = sink;
+    this.#records = records;
+    this.#control = control;
     this.#policy = policy;
-    this.stopped = stopped;
   }
 
   follow(taskId: string, sessionID: string): void {
@@ -84,7 +79,7 @@ export class SessionFollower {
       lastCall: null,
       repeats: 0,
       inputsSeen: new Set(),
-      continuations: this.#sink.get(taskId)?.progress.todo_continuations ?? 0,
+      continuations: this.#records.get(taskId)?.progress.todo_continuations ?? 0,
       continuedAfter: null,
     });
   }
@@ -106,18 +101,17 @@ export class SessionFollower {
   onEvent(event: OpencodeEvent): void {
     const routed = toSignal(event);
     if (!routed) return;
-    if (routed.signal.kind === "busy") this.stopped.onBusy(routed.sessionID);
     const followed = this.#bySession.get(routed.sessionID);
     if (followed) this.#apply(routed.sessionID, followed, routed.signal);
   }
 
   #apply(sessionID: string, followed: Followed, signal: SessionSignal): void {
-    let task = this.#sink.get(followed.taskId);
+    let task = this.#records.get(followed.taskId);
     if (!task || task.status !== "running") return;
     followed.lastEventAt = Date.now();
     if (task.progress.stalled_since) {
-      this.#sink.progress(followed.taskId, { ...task.progress, stalled_since: null });
-      task = this.#sink.get(followed.taskId)!;
+      this.#records.progress(followed.taskId, { ...task.progress, stalled_since: null });
+      task = this.#records.get(followed.taskId)!;
     }
     switch (signal.kind) {
       case "busy":
@@ -125,9 +119,9 @@ export class SessionFollower {
         if (signal.retry) {
           const { attempt, message, next } = signal.retry;
           const retry = { attempt, message, next_at: new Date(next).toISOString() };
-          this.#sink.progress(followed.taskId, { ...this.#progressOf(followed), retry }, true);
+          this.#records.progress(followed.taskId, { ...this.#progressOf(followed), retry }, true);
         } else if (task.progress.retry) {
-          this.#sink.progress(followed.taskId, { ...this.#progressOf(followed), retry: null });
+          this.#records.progress(followed.taskId, { ...this.#progressOf(followed), retry: null });
         }
         return;
       case "assistant":
@@ -139,10 +133,10 @@ export class SessionFollower {
         return;
       case "error":
         if (followed.aborting && signal.name === ABORTED_ERROR) return;
-        this.#sink.finish(followed.taskId, "error", { error: signal.message });
+        this.#records.finish(followed.taskId, "error", { error: signal.message });
         return;
       case "deleted":
-        this.#sink.finish(followed.taskId, "cancelled", { error: `session ${sessionID} was deleted` });
+        this.#records.finish(followed.taskId, "cancelled", { error: `session ${sessionID} was deleted` });
         return;
       case "tool":
         this.#onTool(followed, signal.callID, signal.tool, signal.input);
@@ -150,7 +144,7 @@ export class SessionFollower {
       case "text":
         // opencode also emits our prompt's text part (the user message); only assistant text is progress.
         if (!followed.assistantMessages.has(signal.messageID)) return;
-        this.#sink.progress(followed.taskId, { ...task.progress, last_message: preview(signal.text) });
+        this.#records.progress(followed.taskId, { ...task.progress, last_message: preview(signal.text) });
         return;
       case "todos":
         followed.todos = signal.todos;
@@ -162,7 +156,7 @@ export class SessionFollower {
         const asked = task.progress.permission;
         if (asked?.request_id === signal.requestID && asked.decision === "waiting") {
           const decision = signal.reply === "reject" ? "rejected" : "allowed";
-          this.#sink.progress(followed.taskId, { ...task.progress, permission: { ...asked, decision } });
+          this.#records.progress(followed.taskId, { ...task.progress, permission: { ...asked, decision } });
         }
         return;
       }
@@ -170,7 +164,7 @@ export class SessionFollower {
   }
 
   #progressOf(followed: Followed): TaskProgress {
-    return this.#sink.get(followed.taskId)!.progress;
+    return this.#records.get(followed.taskId)!.progress;
   }
 
   /** Counts each call once (by call id) and trips the runaway guards. */
@@ -180,10 +174,10 @@ export class SessionFollower {
     const known = followed.toolCalls.has(callID);
     followed.toolCalls.add(callID);
     if (!known || progress.last_tool !== tool) {
-      this.#sink.progress(followed.taskId, { ...progress, tool_calls: followed.toolCalls.size, last_tool: tool });
+      this.#records.progress(followed.taskId, { ...progress, tool_calls: followed.toolCalls.size, last_tool: tool });
     }
     if (followed.toolCalls.size > this.#policy.maxToolCalls) {
-      this.#sink.stop(followed.taskId, `stopped: more than ${this.#policy.maxToolCalls} tool calls (limits.maxToolCalls)`);
+      this.#control.stop(followed.taskId, `stopped: more than ${this.#policy.maxToolCalls} tool calls (limits.maxToolCalls)`);
       return;
     }
     if (input === null || followed.inputsSeen.has(callID)) return;
@@ -192,7 +186,7 @@ export class SessionFollower {
     followed.repeats = call === followed.lastCall ? followed.repeats + 1 : 1;
     followed.lastCall = call;
     if (followed.repeats >= this.#policy.maxRepeatedToolCalls) {
-      this.#sink.stop(
+      this.#control.stop(
         followed.taskId,
         `stopped: the same ${tool} call was made ${followed.repeats} times in a row (limits.maxRepeatedToolCalls), input ${input.slice(0, 200)}`,
       );
@@ -203,7 +197,7 @@ export class SessionFollower {
   async #onPermission(followed: Followed, requestID: string, permission: string, patterns: string[]): Promise<void> {
     const policy = this.#policy.onPermission;
     const decision = policy === "wait" ? "waiting" : policy === "allow" ? "allowed" : "rejected";
-    this.#sink.progress(followed.taskId, {
+    this.#records.progress(followed.taskId, {
       ...this.#progressOf(followed),
       permission: { request_id: requestID, permission, patterns, decision },
     });
@@ -238,14 +232,14 @@ export class SessionFollower {
       messages = await this.#api.messages(sessionID);
     } catch (error) {
       if (error instanceof OpencodeRequestError && error.status === 404) {
-        this.#sink.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
+        this.#records.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
       } else {
         log.warn("could not read a finished session; will retry on the next sweep", { sessionID, error: String(error) });
         return false;
       }
       return true;
     }
-    const task = this.#sink.get(followed.taskId);
+    const task = this.#records.get(followed.taskId);
     // Our own abort ends the task (an abort during a provider retry even looks like a finished answer).
     if (!task || task.status !== "running" || followed.aborting) return true;
     const outcome = outcomeOf(messages);
@@ -254,7 +248,7 @@ export class SessionFollower {
     if (lastAnswer !== null && lastAnswer === followed.continuedAfter) return true; // the continuation has not answered yet
     if (outcome.kind === "error") {
       if (outcome.aborted && followed.aborting) return true;
-      this.#sink.finish(followed.taskId, "error", { error: outcome.message });
+      this.#records.finish(followed.taskId, "error", { error: outcome.message });
       return true;
     }
     const incomplete = followed.todos.filter((t) => t.status !== "completed" && t.status !== "cancelled");
@@ -263,19 +257,19 @@ export class SessionFollower {
       followed.continuations++;
       followed.taken = false;
       followed.continuedAfter = lastAnswer;
-      this.#sink.progress(followed.taskId, { ...task.progress, todo_continuations: followed.continuations });
-      await this.#sink.prompt(followed.taskId, TODO_CONTINUE_PROMPT);
+      this.#records.progress(followed.taskId, { ...task.progress, todo_continuations: followed.continuations });
+      await this.#control.continue(followed.taskId, TODO_CONTINUE_PROMPT);
       return true;
     }
     const result = incomplete.length
       ? `${outcome.text}\n\nIncomplete todos:\n${incomplete.map((t) => `- [${t.status}] ${t.content}`).join("\n")}`
       : outcome.text;
-    this.#sink.progress(followed.taskId, {
+    this.#records.progress(followed.taskId, {
       ...task.progress,
       last_message: preview(outcome.text) || task.progress.last_message,
       ...(incomplete.length ? { incomplete_todos: incomplete } : {}),
     });
-    this.#sink.finish(followed.taskId, "completed", { result });
+    this.#records.finish(followed.taskId, "completed", { result });
     return true;
   }
 
@@ -285,13 +279,12 @@ export class SessionFollower {
    * `all` (after a reconnect) checks every session; otherwise only those past the take-up grace.
    */
   async resync(now: number, all: boolean): Promise<void> {
-    if (this.#bySession.size === 0 && this.stopped.size === 0) return;
+    if (this.#bySession.size === 0) return;
     const busy = await this.#api.statuses();
-    await this.stopped.resync(busy, now);
     log.debug("resync", { all, busy: Object.keys(busy).length, followed: this.#bySession.size });
     const checks: Array<Promise<void>> = [];
     for (const [sessionID, followed] of this.#bySession) {
-      const task = this.#sink.get(followed.taskId);
+      const task = this.#records.get(followed.taskId);
       if (!task || task.status !== "running" || followed.aborting) continue;
       if (busy[sessionID]) {
         followed.taken = true;
@@ -308,7 +301,7 @@ export class SessionFollower {
   async #check(sessionID: string, followed: Followed): Promise<void> {
     // A failed read says nothing about the run: leave it to the next sweep rather than failing the task.
     if (!(await this.settle(sessionID))) return;
-    const task = this.#sink.get(followed.taskId);
+    const task = this.#records.get(followed.taskId);
     // Still running and prompted long ago (a continuation resets the clock), yet idle with no answer:
     // the run died without telling us (an error missed while disconnected, a session deleted behind our back).
     if (!task || task.status !== "running" || followed.aborting) return;
@@ -316,7 +309,7 @@ export class SessionFollower {
     const error = (await this.#api.sessionExists(sessionID))
       ? `session ${sessionID} stopped without finishing an answer`
       : `session ${sessionID} no longer exists in opencode`;
-    this.#sink.finish(followed.taskId, "error", { error });
+    this.#records.finish(followed.taskId, "error", { error });
   }
 
   /**
@@ -325,12 +318,12 @@ export class SessionFollower {
    */
   async #checkStalled(sessionID: string, followed: Followed, task: Task): Promise<void> {
     if (!(await this.#api.sessionExists(sessionID))) {
-      this.#sink.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
+      this.#records.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
       return;
     }
     if (!task.progress.stalled_since) {
       log.warn("task has shown no events for a while; opencode says it is still busy", { taskId: task.id, sessionID });
-      this.#sink.progress(task.id, { ...task.progress, stalled_since: new Date(followed.lastEventAt).toISOString() });
+      this.#records.progress(task.id, { ...task.progress, stalled_since: new Date(followed.lastEventAt).toISOString() });
     }
   }
 }

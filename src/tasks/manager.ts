@@ -1,38 +1,17 @@
 import { randomBytes } from "node:crypto";
-import { EventEmitter } from "node:events";
 import type { OpencodeApi } from "../opencode/client.js";
-import { EventWatcher, type EventWatcherHandlers } from "../opencode/event-watcher.js";
-import { CallerDetector, type CallerDetection, type OurTool } from "../opencode/caller-detector.js";
+import type { EventWatcher } from "../opencode/event-watcher.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
-import { SessionFollower } from "./follower.js";
 import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
+import type { TaskRecords } from "./records.js";
 import { SessionRunner } from "./session-runner.js";
-import { clip } from "../opencode/transcript.js";
-import type { ListOptions, OutboxMessage, TaskStore } from "./store.js";
-import {
-  createTask,
-  isTerminal,
-  transition,
-  type ModelRef,
-  type Task,
-  type TaskProgress,
-  type TaskStatus,
-  type TerminalStatus,
-} from "./task.js";
+import type { ListOptions } from "./store.js";
+import { createTask, isTerminal, type ModelRef, type Task } from "./task.js";
 
 /** Something the caller got wrong; the message says what and what is allowed. */
 export class TaskInputError extends Error {
   override name = "TaskInputError";
-}
-
-/**
- * What changed about a task: `task.<status>` for status changes, `task.retrying` when the provider fails
- * and opencode retries, else `task.session` / `task.progress`.
- */
-export interface TaskChange {
-  event: `task.${TaskStatus}` | "task.session" | "task.progress" | "task.retrying";
-  task: Task;
 }
 
 export interface LaunchInput {
@@ -48,7 +27,10 @@ export interface LaunchInput {
 
 export interface TaskManagerOptions {
   api: OpencodeApi;
-  store: TaskStore;
+  /** opencode's event stream; the manager starts and stops it (others, like the caller detector, may listen too). */
+  events: EventWatcher;
+  /** The one writer of task state; its `change` events are what the notifiers hear. */
+  records: TaskRecords;
   concurrency: ConcurrencyLimits;
   /** Tools background sessions must not call (opencode's `task`) and, at the deepest level, this server's own. */
   disabledTools: { always: Record<string, boolean>; atMaxDepth: Record<string, boolean> };
@@ -58,94 +40,54 @@ export interface TaskManagerOptions {
   embedded?: boolean;
   /** After a restart, continue interrupted embedded sessions instead of ending them. */
   resumeInterrupted?: boolean;
-  /** The outbox message a terminal state carries (written in the same transaction), if any. */
-  outboxFor?: (task: Task) => OutboxMessage | undefined;
-  /** Finished tasks kept: pruned in the background, oldest first. */
-  retention?: { maxAgeDays: number; maxTasks: number };
   /** Timeouts, guards and limits; see TaskPolicy. */
   policy?: TaskPolicy;
-  /** Also told of every opencode event and (re)connection, e.g. to learn sessions' agent and model. */
-  events?: EventWatcherHandlers;
 }
 
 const MAX_PROMPT_BYTES = 1024 * 1024;
 export const LOCAL_OWNER = "local";
 
 /**
- * The task manager: launches, reads, waits for and cancels tasks. Data flows one way: a launch is
- * queued per agent, its job runs the session, opencode events become task changes, and each change is
- * stored and then emitted as `change` for the notifiers.
+ * The task manager: launches, reads and cancels tasks. Data flows one way: a launch is queued per agent,
+ * its job runs the session (SessionRunner), opencode events become task changes, and the records store
+ * each change and then announce it to the notifiers. The manager writes no task state itself.
  */
-export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
-  readonly api: OpencodeApi;
-  readonly #store: TaskStore;
+export class TaskManager {
+  readonly #api: OpencodeApi;
+  readonly #records: TaskRecords;
+  readonly #events: EventWatcher;
   readonly #queues: AgentQueues;
-  readonly #follower: SessionFollower;
   readonly #runner: SessionRunner;
-  readonly #watcher: EventWatcher;
-  readonly #callers = new CallerDetector();
   /** Per queued task: aborting it takes the job out of its queue before it ever runs. */
   readonly #dequeue = new Map<string, AbortController>();
-  readonly #terminalWaiters = new Map<string, Set<() => void>>();
-  /**
-   * Queued and running tasks as last committed: the store stays the truth (every change is written
-   * through), but the many reads while tasks run do not parse JSON from SQLite each time.
-   */
-  readonly #unfinished = new Map<string, Task>();
   readonly #sweepMs: number;
-  readonly #embedded: boolean;
-  readonly #outboxFor: (task: Task) => OutboxMessage | undefined;
-  readonly #retention: { maxAgeDays: number; maxTasks: number };
   readonly #policy: TaskPolicy;
   /** The agent list, refetched when a launch names an agent it does not have (or after a minute). */
   #agents: { names: string[]; at: number } | null = null;
   #sweep: NodeJS.Timeout | undefined;
-  #prune: NodeJS.Timeout | undefined;
 
   constructor(options: TaskManagerOptions) {
-    super();
-    this.api = options.api;
-    this.#store = options.store;
+    this.#api = options.api;
+    this.#records = options.records;
+    this.#events = options.events;
     this.#queues = new AgentQueues(options.concurrency);
-    this.#sweepMs = options.sweepIntervalMs ?? Math.min(30_000, (options.policy ?? DEFAULT_POLICY).stallMs);
-    this.#embedded = options.embedded ?? false;
-    this.#outboxFor = options.outboxFor ?? (() => undefined);
-    this.#retention = options.retention ?? { maxAgeDays: 7, maxTasks: 10_000 };
     this.#policy = options.policy ?? DEFAULT_POLICY;
-    const sink = {
-      get: (id: string) => this.get(id),
-      progress: (id: string, progress: TaskProgress, retrying?: boolean) =>
-        this.#update(id, { progress }, retrying ? "task.retrying" : "task.progress"),
-      finish: (id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }) =>
-        this.finish(id, status, fields),
-      stop: (id: string, reason: string) => void this.#runner.stop(id, "error", reason),
-      prompt: (id: string, text: string) => this.#runner.continue(id, text),
-    };
-    this.#follower = new SessionFollower(this.api, sink, this.#policy);
-    this.#watcher = new EventWatcher(this.api, {
-      onEvent: (event) => {
-        this.#callers.onEvent(event);
-        this.#follower.onEvent(event);
-        options.events?.onEvent(event);
-      },
-      onConnected: (reconnect) => {
-        options.events?.onConnected(reconnect);
-        if (!reconnect) return;
-        // Events were missed while disconnected. A restarted opencode may not answer everything at once,
-        // so look again shortly after rather than waiting for the next sweep.
-        void this.#resync(true);
-        setTimeout(() => void this.#resync(true), 2_000).unref();
-      },
-    });
+    this.#sweepMs = options.sweepIntervalMs ?? Math.min(30_000, this.#policy.stallMs);
     this.#runner = new SessionRunner({
-      api: this.api,
-      watcher: this.#watcher,
-      follower: this.#follower,
+      api: this.#api,
+      events: this.#events,
+      records: this.#records,
       disabledTools: options.disabledTools,
-      tasks: this,
-      embedded: this.#embedded,
+      embedded: options.embedded ?? false,
       resumeInterrupted: options.resumeInterrupted ?? false,
-      maxDepth: this.#policy.maxDepth,
+      policy: this.#policy,
+    });
+    this.#events.on("connected", (reconnect) => {
+      if (!reconnect) return;
+      // Events were missed while disconnected. A restarted opencode may not answer everything at once,
+      // so look again shortly after rather than waiting for the next sweep.
+      void this.#resync(true);
+      setTimeout(() => void this.#resync(true), 2_000).unref();
     });
   }
 
@@ -155,14 +97,10 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
    * in their original order.
    */
   start(): { resumed: number; requeued: number } {
-    this.#watcher.start();
+    this.#events.start();
     this.#sweep = setInterval(() => void this.#resync(false), this.#sweepMs);
     this.#sweep.unref();
-    this.#pruneFinished();
-    this.#prune = setInterval(() => this.#pruneFinished(), 60 * 60 * 1000);
-    this.#prune.unref();
-    const unfinished = this.#store.unfinished();
-    for (const task of unfinished) this.#unfinished.set(task.id, task);
+    const unfinished = this.#records.unfinished();
     const running = unfinished.filter((t) => t.status === "running");
     const queued = unfinished.filter((t) => t.status === "queued");
     for (const task of running) this.#enqueue(task, () => this.#runner.resume(task.id));
@@ -172,13 +110,12 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
 
   stop(): void {
     clearInterval(this.#sweep);
-    clearInterval(this.#prune);
-    this.#watcher.stop();
+    this.#events.stop();
   }
 
   /** Waits for the first event-stream connection (so no early event is missed). */
   ready(timeoutMs?: number): Promise<void> {
-    return this.#watcher.ready(timeoutMs);
+    return this.#events.ready(timeoutMs);
   }
 
   /** Validates, stores and queues a task; returns at once, never waiting for a slot or the model. */
@@ -194,10 +131,10 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
         `agent "${input.agent}" already has ${waiting} tasks waiting for a slot; at most ${this.#policy.maxQueuedPerAgent} may wait (limits.maxQueuedPerAgent). Try again when some have finished.`,
       );
     }
-    if (input.parent_session_id && !(await this.api.sessionExists(input.parent_session_id))) {
-      throw new TaskInputError(`parent_session_id "${input.parent_session_id.slice(0, 80)}" is not a session of the opencode server at ${this.api.url}`);
+    if (input.parent_session_id && !(await this.#api.sessionExists(input.parent_session_id))) {
+      throw new TaskInputError(`parent_session_id "${input.parent_session_id.slice(0, 80)}" is not a session of the opencode server at ${this.#api.url}`);
     }
-    const parentTask = input.parent_session_id ? this.#store.findBySession(input.parent_session_id) : undefined;
+    const parentTask = input.parent_session_id ? this.#records.findBySession(input.parent_session_id) : undefined;
     const depth = parentTask ? parentTask.depth + 1 : 1;
     if (depth > this.#policy.maxDepth) {
       throw new TaskInputError(
@@ -219,7 +156,7 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
       },
       Date.now(),
     );
-    this.#enqueue(task, () => this.#runner.run(task.id), () => this.#commit(task, "task.queued"));
+    this.#enqueue(task, () => this.#runner.run(task.id), () => this.#records.add(task));
     return this.get(task.id) ?? task;
   }
 
@@ -237,48 +174,25 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 
   get(id: string): Task | undefined {
-    return this.#unfinished.get(id) ?? this.#store.get(id);
+    return this.#records.get(id);
   }
 
   list(options?: ListOptions): Task[] {
-    return this.#store.list(options);
-  }
-
-  /**
-   * Which opencode session is calling `tool` with `args`, when opencode is the MCP client (it sends no
-   * session id; its event stream shows the call).
-   */
-  detectCaller(tool: OurTool, args: Record<string, unknown>, waitMs?: number): Promise<CallerDetection> {
-    return this.#callers.detect(tool, args, waitMs);
+    return this.#records.list(options);
   }
 
   /** The tasks launched from `sessionID`, from their sessions, and so on; newest first. */
   descendants(sessionID: string): Task[] {
-    return this.#store.descendantsOf(sessionID);
+    return this.#records.descendants(sessionID);
   }
 
   queuePosition(task: Task): number | null {
     return task.status === "queued" ? this.#queues.position(task.agent, task.id) : null;
   }
 
-  /** Resolves when the task is terminal or `timeoutMs` has passed, whichever is first. */
-  async waitForTerminal(id: string, timeoutMs: number, signal?: AbortSignal): Promise<Task | undefined> {
-    const task = this.get(id);
-    if (!task || isTerminal(task.status)) return task;
-    await new Promise<void>((resolve) => {
-      const waiters = this.#terminalWaiters.get(id) ?? new Set();
-      this.#terminalWaiters.set(id, waiters);
-      const done = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", done);
-        waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      signal?.addEventListener("abort", done, { once: true });
-      waiters.add(done);
-    });
-    return this.get(id);
+  /** Resolves when the task is terminal, `timeoutMs` has passed or `signal` aborts, whichever is first. */
+  waitForTerminal(id: string, timeoutMs: number, signal?: AbortSignal): Promise<Task | undefined> {
+    return this.#records.waitForTerminal(id, timeoutMs, signal);
   }
 
   /**
@@ -290,85 +204,32 @@ export class TaskManager extends EventEmitter<{ change: [TaskChange] }> {
     if (!task) return "not found";
     if (isTerminal(task.status)) return `already ${task.status}`;
     if (task.status === "queued") {
-      this.finish(id, "cancelled", { error: "cancelled before it started" });
+      this.#records.finish(id, "cancelled", { error: "cancelled before it started" });
       this.#dequeue.get(id)?.abort(new Error("cancelled"));
       return null;
     }
-    await this.#runner.stop(id, "cancelled", "cancelled by request");
+    await this.#runner.stop(id, "cancelled by request", "cancelled");
     return null;
-  }
-
-  /** Ends a task (once: a terminal task never changes again). Returns whether this call ended it. */
-  finish(id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): boolean {
-    const task = this.get(id);
-    const result = fields.result === undefined || fields.result === null ? fields.result : clip(fields.result, this.#policy.maxResultChars);
-    const next = task && transition(task, status, Date.now(), { ...fields, ...(result === undefined ? {} : { result }) });
-    if (!next) return false;
-    this.#commit(next, `task.${status}`, this.#outboxFor(next));
-    for (const resolve of this.#terminalWaiters.get(id) ?? []) resolve();
-    this.#terminalWaiters.delete(id);
-    return true;
-  }
-
-  /** The job has a slot: the task is running from now on. False when it was cancelled while waiting. */
-  markRunning(id: string): boolean {
-    const task = this.get(id);
-    const next = task && transition(task, "running", Date.now());
-    if (!next) return false;
-    this.#commit(next, "task.running");
-    return true;
-  }
-
-  markSession(id: string, sessionID: string): void {
-    this.#update(id, { session_id: sessionID, embedded: this.#embedded }, "task.session");
-  }
-
-  markPrompted(id: string): void {
-    this.#update(id, { prompted_at: Date.now() }, "task.session");
-  }
-
-  #update(id: string, patch: Partial<Task>, event: TaskChange["event"]): void {
-    const task = this.get(id);
-    if (!task || isTerminal(task.status)) return;
-    this.#commit({ ...task, ...patch }, event);
-  }
-
-  /** Store first, then announce: a notifier never tells of a state the store does not have. */
-  #commit(task: Task, event: TaskChange["event"], outbox?: OutboxMessage): void {
-    this.#store.put(task, outbox);
-    if (isTerminal(task.status)) this.#unfinished.delete(task.id);
-    else this.#unfinished.set(task.id, task);
-    this.emit("change", { event, task });
-  }
-
-  #pruneFinished(): void {
-    const { maxAgeDays, maxTasks } = this.#retention;
-    try {
-      const removed = this.#store.prune({ finishedBefore: Date.now() - maxAgeDays * 86_400_000, maxTasks });
-      if (removed > 0) log.info("pruned finished tasks", { removed });
-    } catch (error) {
-      log.warn("pruning finished tasks failed", { error: String(error) });
-    }
   }
 
   async #checkAgent(agent: string): Promise<void> {
     const fresh = this.#agents && Date.now() - this.#agents.at < 60_000;
     // With a cached list, a health check (cheap even while opencode is busy) still makes a launch fail at
     // once, naming the URL, when opencode is down.
-    if (fresh && this.#agents!.names.includes(agent)) await this.api.health();
+    if (fresh && this.#agents!.names.includes(agent)) await this.#api.health();
     else {
-      const agents = await this.api.agents();
+      const agents = await this.#api.agents();
       this.#agents = { names: agents.filter((a) => !a.hidden).map((a) => a.name), at: Date.now() };
     }
     const usable = this.#agents!.names;
     if (!usable.includes(agent)) {
-      throw new TaskInputError(`unknown agent "${agent.slice(0, 80)}"; the opencode server at ${this.api.url} has: ${usable.join(", ")}`);
+      throw new TaskInputError(`unknown agent "${agent.slice(0, 80)}"; the opencode server at ${this.#api.url} has: ${usable.join(", ")}`);
     }
   }
 
   async #resync(all: boolean): Promise<void> {
     try {
-      await this.#follower.resync(Date.now(), all);
+      await this.#runner.resync(all);
     } catch (error) {
       log.warn("resync with opencode failed", { error: String(error) });
     }

@@ -1,29 +1,24 @@
-import type { OpencodeApi } from "../opencode/client.js";
+import type { OpencodeApi, OpencodeEvent } from "../opencode/client.js";
 import type { EventWatcher } from "../opencode/event-watcher.js";
+import { busySessionOf } from "../opencode/session-signal.js";
 import { outcomeOf } from "../opencode/transcript.js";
 import { log } from "../log.js";
-import type { SessionFollower } from "./follower.js";
+import { SessionFollower, type SessionControl } from "./follower.js";
+import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
+import type { TaskRecords } from "./records.js";
+import { StoppedSessions } from "./stopped-sessions.js";
 import { isTerminal, type Task, type TerminalStatus } from "./task.js";
 import { formatMs } from "./task-text.js";
 
-/** The parts of the task manager a job needs. */
-export interface RunnerTasks {
-  get(id: string): Task | undefined;
-  markRunning(id: string): boolean;
-  markSession(id: string, sessionID: string): void;
-  markPrompted(id: string): void;
-  finish(id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): boolean;
-  waitForTerminal(id: string, timeoutMs: number): Promise<Task | undefined>;
-}
-
 export interface SessionRunnerOptions {
   api: OpencodeApi;
-  watcher: EventWatcher;
-  follower: SessionFollower;
-  tasks: RunnerTasks;
+  /** opencode's event stream: the runner follows its sessions through it. */
+  events: EventWatcher;
+  /** Where every change of a task is written. */
+  records: TaskRecords;
   disabledTools: { always: Record<string, boolean>; atMaxDepth: Record<string, boolean> };
-  /** Tasks this deep get this server's tools switched off too (they may not launch deeper). */
-  maxDepth: number;
+  /** Guards and limits; tasks `maxDepth` deep get this server's tools switched off too (they may not launch deeper). */
+  policy?: TaskPolicy;
   /** The opencode was spawned by this server (its sessions do not survive our exit). */
   embedded: boolean;
   /** After a restart, send interrupted sessions a short continue prompt instead of ending them. */
@@ -34,22 +29,46 @@ export const CONTINUE_PROMPT =
   "Your previous run was interrupted by a restart. Continue the task from where you left off and finish it.";
 
 /**
- * The body of a task's queued job: create the session, prompt it, then hold the agent's slot until the
- * task is terminal. The job settles exactly once, when the task ends, whoever ends it. A job for a task
- * recovered after a restart picks up from the last step the store recorded.
+ * Runs tasks' sessions. The body of a task's queued job: create the session, prompt it, then hold the
+ * agent's slot until the task is terminal. The job settles exactly once, when the task ends, whoever ends
+ * it. A job for a task recovered after a restart picks up from the last step the records hold.
+ * Its follower turns the session's events into task changes and asks the runner (as `SessionControl`)
+ * for stops and continuations; sessions of ended tasks are kept stopped (`StoppedSessions`).
  */
-export class SessionRunner {
-  readonly #o: SessionRunnerOptions;
+export class SessionRunner implements SessionControl {
+  readonly #o: SessionRunnerOptions & { policy: TaskPolicy };
+  readonly #follower: SessionFollower;
+  /** Sessions of ended tasks that must not run: aborted, and aborted again when a run shows up anyway. */
+  readonly #stopped: StoppedSessions;
   /** Tasks being stopped: aborts in flight, the terminal state not yet stored. */
   readonly #stopping = new Set<string>();
 
   constructor(options: SessionRunnerOptions) {
-    this.#o = options;
+    this.#o = { ...options, policy: options.policy ?? DEFAULT_POLICY };
+    this.#follower = new SessionFollower(options.api, options.records, this, this.#o.policy);
+    this.#stopped = new StoppedSessions(options.api);
+    options.events.on("event", (event) => this.#onEvent(event));
+  }
+
+  #onEvent(event: OpencodeEvent): void {
+    const busy = busySessionOf(event);
+    if (busy !== null) this.#stopped.onBusy(busy);
+    this.#follower.onEvent(event);
+  }
+
+  /**
+   * Catches up with what the event stream may have missed (`all` after a reconnect; see
+   * SessionFollower.resync), and sends again aborts that did not reach opencode or that a run raced.
+   */
+  async resync(all: boolean): Promise<void> {
+    const now = Date.now();
+    if (this.#stopped.size > 0) await this.#stopped.resync(await this.#o.api.statuses(), now);
+    await this.#follower.resync(now, all);
   }
 
   /** A queued task's job: it has a slot now. */
   async run(taskId: string): Promise<void> {
-    if (!this.#o.tasks.markRunning(taskId)) return;
+    if (!this.#o.records.markRunning(taskId)) return;
     await this.#drive(taskId, false);
   }
 
@@ -59,8 +78,9 @@ export class SessionRunner {
   }
 
   async #drive(taskId: string, recovered: boolean): Promise<void> {
-    const { api, tasks, follower } = this.#o;
-    let task = tasks.get(taskId);
+    const { api, records } = this.#o;
+    const follower = this.#follower;
+    let task = records.get(taskId);
     if (!task || isTerminal(task.status)) return;
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -70,13 +90,13 @@ export class SessionRunner {
           ...(task.parent_session_id ? { parentID: task.parent_session_id } : {}),
         });
         follower.follow(taskId, sessionID);
-        tasks.markSession(taskId, sessionID);
-        task = tasks.get(taskId)!;
+        records.markSession(taskId, sessionID, this.#o.embedded);
+        task = records.get(taskId)!;
       } else {
         follower.follow(taskId, task.session_id);
       }
       const sessionID = task.session_id!;
-      await this.#o.watcher.ready();
+      await this.#o.events.ready();
       if (this.#ended(taskId)) {
         // Cancelled while the session was being set up: it never gets our prompt.
         if (task.prompted_at === null) await api.deleteSession(sessionID).catch(() => undefined);
@@ -86,27 +106,27 @@ export class SessionRunner {
       if (task.prompted_at === null && !(recovered && (await this.#promptWasTaken(sessionID)))) {
         await this.#prompt(task, task.prompt);
       } else if (recovered) {
-        if (task.prompted_at === null) tasks.markPrompted(taskId);
+        if (task.prompted_at === null) records.markPrompted(taskId);
         if (task.embedded) resumed = await this.#afterInterruption(task);
       }
-      task = tasks.get(taskId)!;
+      task = records.get(taskId)!;
       if (task.timeout_ms !== null && !isTerminal(task.status)) {
         const ms = task.timeout_ms;
         const left = Math.max(0, (task.prompted_at ?? Date.now()) + ms - Date.now());
-        timer = setTimeout(() => void this.stop(taskId, "error", `timed out after ${formatMs(ms)} (timeout_ms ${ms})`), left);
+        timer = setTimeout(() => void this.stop(taskId, `timed out after ${formatMs(ms)} (timeout_ms ${ms})`), left);
       }
       // Whatever happened while we were down: finished, failed, gone, or still busy (then events follow).
       if (recovered && !resumed) await follower.settle(sessionID);
-      while (!this.#ended(taskId)) await tasks.waitForTerminal(taskId, 60_000);
+      while (!this.#ended(taskId)) await records.waitForTerminal(taskId, 60_000);
     } catch (error) {
-      tasks.finish(taskId, "error", { error: error instanceof Error ? error.message : String(error) });
+      records.finish(taskId, "error", { error: error instanceof Error ? error.message : String(error) });
     } finally {
       clearTimeout(timer);
-      const sessionID = tasks.get(taskId)?.session_id;
+      const sessionID = records.get(taskId)?.session_id;
       if (sessionID) {
         follower.unfollow(sessionID);
         // An abort that has not reached opencode yet: the session may still run, so the slot stays taken.
-        await follower.stopped.whenStopped(sessionID);
+        await this.#stopped.whenStopped(sessionID);
       }
     }
   }
@@ -118,13 +138,13 @@ export class SessionRunner {
       agent: task.agent,
       ...(task.model ? { model: task.model } : {}),
       tools:
-        task.depth >= this.#o.maxDepth
+        task.depth >= this.#o.policy.maxDepth
           ? { ...this.#o.disabledTools.always, ...this.#o.disabledTools.atMaxDepth }
           : this.#o.disabledTools.always,
     });
-    this.#o.tasks.markPrompted(task.id);
+    this.#o.records.markPrompted(task.id);
     // Stopped while the prompt was in flight: that abort found no run, so stop the run the prompt started.
-    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#o.follower.stopped.abort(sessionID);
+    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#stopped.abort(sessionID);
   }
 
   /** After a crash between prompt and record: opencode has our user message if the prompt went through. */
@@ -141,7 +161,7 @@ export class SessionRunner {
     const outcome = outcomeOf(await this.#o.api.messages(task.session_id!));
     if (outcome.kind === "completed" || (outcome.kind === "error" && !outcome.aborted)) return false;
     if (!this.#o.resumeInterrupted) {
-      this.#o.tasks.finish(task.id, "error", { error: "interrupted by restart (the embedded opencode stopped with the server)" });
+      this.#o.records.finish(task.id, "error", { error: "interrupted by restart (the embedded opencode stopped with the server)" });
       return false;
     }
     log.info("resuming an interrupted session", { taskId: task.id, sessionID: task.session_id });
@@ -151,34 +171,34 @@ export class SessionRunner {
 
   /** Sends a running task's session another prompt (a continuation); a failure ends the task. */
   async continue(taskId: string, text: string): Promise<void> {
-    const task = this.#o.tasks.get(taskId);
+    const task = this.#o.records.get(taskId);
     if (!task || task.status !== "running" || !task.session_id) return;
     try {
       await this.#prompt(task, text);
     } catch (error) {
-      this.#o.tasks.finish(taskId, "error", { error: `could not continue the session: ${(error as Error).message}` });
+      this.#o.records.finish(taskId, "error", { error: `could not continue the session: ${(error as Error).message}` });
     }
   }
 
-  /** Aborts a running task's session and ends the task with `status` and `reason`. */
-  async stop(taskId: string, status: Exclude<TerminalStatus, "completed">, reason: string): Promise<void> {
-    const { tasks, follower } = this.#o;
-    const sessionID = tasks.get(taskId)?.session_id;
+  /** Aborts a running task's session and ends the task with `status` (default error) and `reason`. */
+  async stop(taskId: string, reason: string, status: Exclude<TerminalStatus, "completed"> = "error"): Promise<void> {
+    const { records } = this.#o;
+    const sessionID = records.get(taskId)?.session_id;
     this.#stopping.add(taskId);
     try {
       if (sessionID) {
-        follower.markAborting(sessionID);
-        // The follower's watch keeps it stopped (see StoppedSessions).
-        await follower.stopped.abort(sessionID);
+        this.#follower.markAborting(sessionID);
+        // The watch keeps it stopped (see StoppedSessions).
+        await this.#stopped.abort(sessionID);
       }
-      tasks.finish(taskId, status, { error: reason });
+      records.finish(taskId, status, { error: reason });
     } finally {
       this.#stopping.delete(taskId);
     }
   }
 
   #ended(taskId: string): boolean {
-    const task = this.#o.tasks.get(taskId);
+    const task = this.#o.records.get(taskId);
     return !task || isTerminal(task.status);
   }
 }

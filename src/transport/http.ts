@@ -44,8 +44,8 @@ export class HttpListenError extends Error {
  * (415/413/400), and the session lookup (unknown, ended or another owner's session: 404).
  */
 export async function serveHttp(runtime: Runtime, settings: HttpSettings, options: HttpOptions = {}): Promise<HttpTransport> {
-  const push = new TaskPushRouter(runtime.manager);
-  const deps = { manager: runtime.manager, push, parentPrompt: runtime.settings.parentPrompt, claudeChannel: runtime.settings.claudeChannel };
+  const push = new TaskPushRouter(runtime.changes, runtime.tasks.manager);
+  const deps = { tasks: runtime.tasks, push, parentPrompt: runtime.settings.parentPrompt, claudeChannel: runtime.settings.claudeChannel };
   const sessions = new SessionRegistry((client) => createMcpServer(deps, client), push, options.sessions ?? DEFAULT_SESSION_LIMITS);
   const handler = new McpHttpHandler({
     auth: Object.keys(settings.tokens).length ? new BearerTokens(settings.tokens) : new NoAuth(LOCAL_OWNER),

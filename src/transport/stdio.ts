@@ -6,8 +6,8 @@ import { LOCAL_OWNER } from "../tasks/manager.js";
 
 /** Serves MCP on stdin/stdout until the client closes stdin. The one client is the local user. */
 export async function serveStdio(runtime: Runtime): Promise<void> {
-  const push = new TaskPushRouter(runtime.manager);
-  const session = createMcpServer({ manager: runtime.manager, push, parentPrompt: runtime.settings.parentPrompt, claudeChannel: runtime.settings.claudeChannel }, { owner: LOCAL_OWNER });
+  const push = new TaskPushRouter(runtime.changes, runtime.tasks.manager);
+  const session = createMcpServer({ tasks: runtime.tasks, push, parentPrompt: runtime.settings.parentPrompt, claudeChannel: runtime.settings.claudeChannel }, { owner: LOCAL_OWNER });
   const transport = new StdioServerTransport();
   const closed = new Promise<void>((resolve) => {
     transport.onclose = () => resolve();

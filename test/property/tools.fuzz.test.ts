@@ -12,9 +12,8 @@ import fc from "fast-check";
 import { ErrorCode, McpError, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BackgroundCancelInput, BackgroundOutputInput, BackgroundTaskInput } from "../../src/mcp/schemas.js";
-import { TaskManager } from "../../src/tasks/manager.js";
-import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
-import { connectMcp, type McpPair } from "../support/mcp-wire.js";
+import type { TaskManager } from "../../src/tasks/manager.js";
+import { startSimulatedEngine, type McpPair, type SimulatedEngine } from "../support/mcp-wire.js";
 import { SimulatedOpencode } from "../support/simulated-opencode.js";
 import { captureLogs, loggedErrors } from "../support/task-world.js";
 
@@ -43,7 +42,7 @@ async function check<Ts extends [unknown, ...unknown[]]>(property: fc.IAsyncProp
 }
 
 let sim: SimulatedOpencode;
-let store: SqliteTaskStore;
+let engine: SimulatedEngine;
 let manager: TaskManager;
 let mcp: McpPair;
 let parentSession: string;
@@ -56,19 +55,15 @@ beforeAll(async () => {
   restoreLogs = captureLogs();
   // Every run finishes by itself a few event-loop turns after it starts, so `block: true` returns soon.
   sim = new SimulatedOpencode({ agents: ["explore", "general", "build"], autoFinishTurns: 2 });
-  store = new SqliteTaskStore(":memory:");
-  manager = new TaskManager({ api: sim, store, concurrency: { default: 2, agents: { explore: 1 } }, disabledTools: { always: { task: false }, atMaxDepth: {} } });
-  manager.start();
-  await sim.settle();
-  await manager.ready(5_000);
-  mcp = await connectMcp(manager);
+  engine = await startSimulatedEngine(sim, { default: 2, agents: { explore: 1 } });
+  manager = engine.manager;
+  mcp = await engine.connect();
   parentSession = await sim.createSession({ title: "the parent" });
 });
 
 afterAll(async () => {
   await mcp.close();
-  manager.stop();
-  store.close();
+  engine.stop();
   restoreLogs();
   if (process.env.FC_TALLIES) {
     const lines = [...stats.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${String(n).padStart(7)}  ${k}`);

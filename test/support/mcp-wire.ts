@@ -7,7 +7,14 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { TaskPushRouter } from "../../src/mcp/push.js";
 import { createMcpServer } from "../../src/mcp/server.js";
-import { LOCAL_OWNER, type TaskManager } from "../../src/tasks/manager.js";
+import type { TaskAccess } from "../../src/mcp/owned-tasks.js";
+import { CallerDetector } from "../../src/opencode/caller-detector.js";
+import { EventWatcher } from "../../src/opencode/event-watcher.js";
+import type { ConcurrencyLimits } from "../../src/tasks/agent-queues.js";
+import { LOCAL_OWNER, TaskManager } from "../../src/tasks/manager.js";
+import { TaskRecords, type TaskChanges } from "../../src/tasks/records.js";
+import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
+import type { SimulatedOpencode } from "./simulated-opencode.js";
 
 function overJson(transport: InMemoryTransport): InMemoryTransport {
   const send = transport.send.bind(transport);
@@ -21,9 +28,9 @@ export interface McpPair {
 }
 
 /** As the stdio transport wires it: one session of the local owner, attached to a push router. */
-export async function connectMcp(manager: TaskManager, parentPrompt = true): Promise<McpPair> {
-  const push = new TaskPushRouter(manager);
-  const session = createMcpServer({ manager, push, parentPrompt }, { owner: LOCAL_OWNER });
+export async function connectMcp(tasks: TaskAccess, changes: TaskChanges, parentPrompt = true): Promise<McpPair> {
+  const push = new TaskPushRouter(changes, tasks.manager);
+  const session = createMcpServer({ tasks, push, parentPrompt }, { owner: LOCAL_OWNER });
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await session.server.connect(overJson(serverSide));
   push.attach(session);
@@ -37,6 +44,38 @@ export async function connectMcp(manager: TaskManager, parentPrompt = true): Pro
       push.close();
       await client.close();
       await session.server.close();
+    },
+  };
+}
+
+export interface SimulatedEngine {
+  store: SqliteTaskStore;
+  records: TaskRecords;
+  manager: TaskManager;
+  /** An MCP client of the local owner, connected to this engine in memory. */
+  connect(): Promise<McpPair>;
+  stop(): void;
+}
+
+/** The task engine as the runtime wires it, over a simulated opencode and an in-memory store; started and ready. */
+export async function startSimulatedEngine(sim: SimulatedOpencode, concurrency: ConcurrencyLimits): Promise<SimulatedEngine> {
+  const store = new SqliteTaskStore(":memory:");
+  const records = new TaskRecords(store);
+  const events = new EventWatcher(sim);
+  const callers = new CallerDetector();
+  events.on("event", (event) => callers.onEvent(event));
+  const manager = new TaskManager({ api: sim, events, records, concurrency, disabledTools: { always: { task: false }, atMaxDepth: {} } });
+  manager.start();
+  await sim.settle();
+  await manager.ready(5_000);
+  return {
+    store,
+    records,
+    manager,
+    connect: () => connectMcp({ manager, callers, sessions: sim }, records),
+    stop() {
+      manager.stop();
+      store.close();
     },
   };
 }

@@ -7,8 +7,10 @@
  */
 import { vi } from "vitest";
 import { OpencodeUnreachableError } from "../../src/opencode/client.js";
-import { TaskInputError, TaskManager, type TaskChange } from "../../src/tasks/manager.js";
+import { EventWatcher } from "../../src/opencode/event-watcher.js";
+import { TaskInputError, TaskManager } from "../../src/tasks/manager.js";
 import { DEFAULT_POLICY, type TaskPolicy } from "../../src/tasks/policy.js";
+import { TaskRecords, type TaskChange } from "../../src/tasks/records.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
 import { isTerminal, type TaskStatus } from "../../src/tasks/task.js";
 import { SimulatedOpencode, type SimulatedOpencodeOptions } from "./simulated-opencode.js";
@@ -76,6 +78,7 @@ const TERMINAL_EVENTS = new Set<TaskChange["event"]>(["task.completed", "task.er
 export class TaskWorld {
   readonly sim: SimulatedOpencode;
   readonly store: SqliteTaskStore;
+  readonly records: TaskRecords;
   readonly manager: TaskManager;
   readonly limits: Record<string, number>;
   readonly agents: string[];
@@ -106,16 +109,19 @@ export class TaskWorld {
     this.agents = Object.keys(options.limits);
     this.sim = new SimulatedOpencode({ ...options.sim, agents: this.agents });
     this.store = new SqliteTaskStore(":memory:");
+    const policy = { ...DEFAULT_POLICY, ...options.policy };
+    this.records = new TaskRecords(this.store, { maxResultChars: policy.maxResultChars });
     this.manager = new TaskManager({
       api: this.sim,
-      store: this.store,
+      events: new EventWatcher(this.sim),
+      records: this.records,
       concurrency: { default: 1, agents: { ...options.limits } },
       disabledTools: { always: { task: false }, atMaxDepth: {} },
       sweepIntervalMs: options.sweepIntervalMs ?? 500,
-      policy: { ...DEFAULT_POLICY, ...options.policy },
+      policy,
     });
     this.#tolerate = new Set(options.tolerate ?? []);
-    this.manager.on("change", (change) => this.#onChange(change));
+    this.records.on("change", (change) => this.#onChange(change));
     this.sim.runGate = (sessionID) => this.#mayRun(sessionID);
     this.#errorsAtStart = loggedErrors.length;
   }

@@ -1,16 +1,11 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { OpencodeEvent, SessionMessage, SessionStatus } from "../../src/opencode/client.js";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../../src/opencode/client.js";
-import { SessionFollower, type FollowerApi, type TaskSink } from "../../src/tasks/follower.js";
+import { SessionFollower, type FollowerApi, type SessionControl } from "../../src/tasks/follower.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "../../src/tasks/policy.js";
-import {
-  createTask,
-  isTerminal,
-  transition,
-  type Task,
-  type TaskProgress,
-  type TerminalStatus,
-} from "../../src/tasks/task.js";
+import { TaskRecords } from "../../src/tasks/records.js";
+import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
+import { createTask, type Task, type TaskProgress, type TerminalStatus } from "../../src/tasks/task.js";
 import {
   abortedError,
   answered,
@@ -50,46 +45,53 @@ interface FinishCall {
 }
 
 /**
- * The manager's contract in memory: progress only while not terminal, finish through `transition()`,
- * `stop` marks the session as aborting (as the session runner does, before its abort request resolves)
- * and leaves the task running until a test finishes it, `prompt` records the prompt time like `markPrompted`.
+ * What the follower did: every write it asked of the task records, as asked (a finish a terminal task
+ * ignores is still recorded), and every stop and continuation it asked of the session control.
  */
-class MemorySink implements TaskSink {
-  readonly tasks = new Map<string, Task>();
-  readonly finishes: FinishCall[] = [];
+interface Did {
+  finishes: FinishCall[];
   /** `retrying` is recorded as passed (undefined when the follower left it out). */
-  readonly progresses: Array<{ taskId: string; progress: TaskProgress; retrying?: boolean }> = [];
-  readonly stops: Array<{ taskId: string; reason: string }> = [];
-  readonly prompts: Array<{ taskId: string; text: string }> = [];
-  /** Set by setup(): the runner's synchronous part of stop(). */
-  onStop: (taskId: string) => void = () => undefined;
+  progresses: Array<{ taskId: string; progress: TaskProgress; retrying?: boolean }>;
+  stops: Array<{ taskId: string; reason: string }>;
+  prompts: Array<{ taskId: string; text: string }>;
+}
 
-  get(taskId: string): Task | undefined {
-    return this.tasks.get(taskId);
-  }
+/** The real task records over an in-memory store, with the writes recorded in `did`. */
+function recordedRecords(did: Did): TaskRecords {
+  const records = new TaskRecords(new SqliteTaskStore(":memory:"));
+  const finish = records.finish.bind(records);
+  records.finish = (taskId, status, fields) => {
+    did.finishes.push({ taskId, status, fields: { ...fields } });
+    return finish(taskId, status, fields);
+  };
+  const progress = records.progress.bind(records);
+  records.progress = (taskId, taskProgress, retrying?: boolean) => {
+    did.progresses.push({ taskId, progress: structuredClone(taskProgress), retrying });
+    progress(taskId, taskProgress, retrying);
+  };
+  return records;
+}
 
-  progress(taskId: string, progress: TaskProgress, retrying?: boolean): void {
-    this.progresses.push({ taskId, progress: structuredClone(progress), retrying });
-    const task = this.tasks.get(taskId);
-    if (task && !isTerminal(task.status)) this.tasks.set(taskId, { ...task, progress });
-  }
+/**
+ * The session runner's side of SessionControl, in memory: `stop` marks the session as aborting (as the
+ * runner does, before its abort request resolves) and leaves the task running until a test finishes it;
+ * `continue` records the prompt time as the runner does once opencode accepts the prompt.
+ */
+class FakeControl implements SessionControl {
+  constructor(
+    readonly did: Did,
+    readonly records: TaskRecords,
+    readonly markAborting: (sessionID: string) => void,
+  ) {}
 
   stop(taskId: string, reason: string): void {
-    this.stops.push({ taskId, reason });
-    this.onStop(taskId);
+    this.did.stops.push({ taskId, reason });
+    this.markAborting(this.records.get(taskId)!.session_id!);
   }
 
-  async prompt(taskId: string, text: string): Promise<void> {
-    this.prompts.push({ taskId, text });
-    const task = this.tasks.get(taskId);
-    if (task && task.status === "running") this.tasks.set(taskId, { ...task, prompted_at: Date.now() });
-  }
-
-  finish(taskId: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): void {
-    this.finishes.push({ taskId, status, fields: { ...fields } });
-    const task = this.tasks.get(taskId);
-    const next = task && transition(task, status, PROMPTED_AT + 60_000, fields);
-    if (next) this.tasks.set(taskId, next);
+  async continue(taskId: string, text: string): Promise<void> {
+    this.did.prompts.push({ taskId, text });
+    this.records.markPrompted(taskId);
   }
 }
 
@@ -145,15 +147,6 @@ class FakeApi implements FollowerApi {
     this.replies.push({ requestID, reply, message });
     if (this.replyError) throw this.replyError;
   }
-
-  readonly aborts: string[] = [];
-  /** When set, abort rejects with it (opencode unreachable). */
-  abortError: Error | null = null;
-
-  async abort(sessionID: string): Promise<void> {
-    this.aborts.push(sessionID);
-    if (this.abortError) throw this.abortError;
-  }
 }
 
 async function flush(): Promise<void> {
@@ -172,40 +165,50 @@ afterEach(() => {
 function setup(policy?: Partial<TaskPolicy>) {
   vi.useFakeTimers({ toFake: ["Date"] });
   vi.setSystemTime(PROMPTED_AT);
-  const sink = new MemorySink();
+  const did: Did = { finishes: [], progresses: [], stops: [], prompts: [] };
+  const records = recordedRecords(did);
   const api = new FakeApi();
+  const control = new FakeControl(did, records, (sessionID) => follower.markAborting(sessionID));
   const follower =
-    policy === undefined ? new SessionFollower(api, sink) : new SessionFollower(api, sink, { ...DEFAULT_POLICY, ...policy });
-  sink.onStop = (taskId) => follower.markAborting(sink.tasks.get(taskId)!.session_id!);
+    policy === undefined ? new SessionFollower(api, records, control) : new SessionFollower(api, records, control, { ...DEFAULT_POLICY, ...policy });
   /** A running, prompted task following `sessionID`, as the session runner leaves it. */
   const start = (taskId: string, sessionID: string, promptedAt: number | null = PROMPTED_AT): Task => {
-    const queued = createTask(
-      taskId,
-      {
-        owner: "local",
-        description: `task ${taskId}`,
-        prompt: "Find where the config is parsed",
-        agent: "explore",
-        model: null,
-        parent_session_id: null,
-        timeout_ms: null,
-      },
-      PROMPTED_AT - 1_000,
+    const now = Date.now();
+    records.add(
+      createTask(
+        taskId,
+        {
+          owner: "local",
+          description: `task ${taskId}`,
+          prompt: "Find where the config is parsed",
+          agent: "explore",
+          model: null,
+          parent_session_id: null,
+          timeout_ms: null,
+        },
+        PROMPTED_AT - 1_000,
+      ),
     );
-    const task: Task = { ...transition(queued, "running", PROMPTED_AT - 500)!, session_id: sessionID, prompted_at: promptedAt };
-    sink.tasks.set(taskId, task);
+    vi.setSystemTime(PROMPTED_AT - 500);
+    records.markRunning(taskId);
+    records.markSession(taskId, sessionID, false);
+    if (promptedAt !== null) {
+      vi.setSystemTime(promptedAt);
+      records.markPrompted(taskId);
+    }
+    vi.setSystemTime(now);
     follower.follow(taskId, sessionID);
-    return task;
+    return records.get(taskId)!;
   };
   const feed = (...events: OpencodeEvent[]): void => {
     for (const event of events) follower.onEvent(event);
   };
-  const task = (taskId: string): Task => sink.tasks.get(taskId)!;
+  const task = (taskId: string): Task => records.get(taskId)!;
   const resync = (now: number, all: boolean): Promise<void> => {
     vi.setSystemTime(now);
     return follower.resync(now, all);
   };
-  return { sink, api, follower, start, feed, task, resync };
+  return { did, records, api, follower, start, feed, task, resync };
 }
 
 const S = "ses_2138cad3affeJ7n2kVpQ4cT9xZ";
@@ -245,14 +248,14 @@ function textRun(sessionID: string, answer: string, assistantID = "msg_a1"): Ope
 
 describe("SessionFollower: completion", () => {
   it("ends a normal text run once, as completed, with the final text", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     const answer = "The config is parsed in src/config.ts by parseCli().";
     api.answer(S, answered(S, PROMPT, answer));
     feed(...textRun(S, answer));
     await flush();
 
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: answer } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: answer } }]);
     expect(api.messageReads).toEqual([S]);
     expect(task("t1").status).toBe("completed");
     expect(task("t1").result).toBe(answer);
@@ -261,13 +264,13 @@ describe("SessionFollower: completion", () => {
   });
 
   it("takes the result from the stored messages, not from the streamed preview", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "stored final answer"));
     feed(...textRun(S, "streamed text that was later revised"));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.fields.result).toBe("stored final answer");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.fields.result).toBe("stored final answer");
   });
 
   it("shows streamed assistant text as a flattened, bounded preview while running", () => {
@@ -284,15 +287,15 @@ describe("SessionFollower: completion", () => {
   });
 
   it("never shows our own prompt (the user message's text part) as the agent's latest message", () => {
-    const { sink, start, feed, task } = setup();
+    const { did, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S, "SECRET PROMPT TEXT"));
     expect(task("t1").progress.last_message).toBeNull();
-    expect(sink.progresses.map((p) => p.progress.last_message)).not.toContain("SECRET PROMPT TEXT");
+    expect(did.progresses.map((p) => p.progress.last_message)).not.toContain("SECRET PROMPT TEXT");
   });
 
   it("completes a run whose agent wrote no text with an empty result, not with the prompt as its message", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     const [user] = promptOnly(S, PROMPT);
     const step = assistantMessage(S, { id: "msg_a1", finish: "stop" });
@@ -300,78 +303,78 @@ describe("SessionFollower: completion", () => {
     api.answer(S, [user!, { info: step, parts: [stepStart(S, step.id), call, stepFinish(S, step.id, "stop")] }]);
     feed(...promptTaken(S), partUpdated(call), messageUpdated(step), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "" } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "" } }]);
     expect(task("t1").progress.last_message).toBeNull();
     expect(task("t1").progress.tool_calls).toBe(1);
   });
 
   it("reads messages once and finishes once for duplicate idles while the read is in flight", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     const open = api.gate(S, answered(S, PROMPT, "done"));
     feed(...promptTaken(S), statusIdle(S), sessionIdle(S), statusIdle(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     open();
     await flush();
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done" } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done" } }]);
 
     // Idles after the end change nothing and read nothing.
     feed(statusIdle(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes).toHaveLength(1);
+    expect(did.finishes).toHaveLength(1);
   });
 
   it("leaves a run alone when the idle's read shows it is not over (tool-calls step, unfinished step)", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     const [user, reply] = answered(S, PROMPT, "calling a tool");
     api.answer(S, [user!, { ...reply!, info: { ...assistantMessage(S, { finish: "tool-calls" }) } }]);
     feed(...promptTaken(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     api.answer(S, [user!, { ...reply!, info: assistantMessage(S, { completed: false }) }]);
     feed(sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S, S]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     api.answer(S, answered(S, PROMPT, "finally"));
     feed(sessionIdle(S));
     await flush();
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "finally" } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "finally" } }]);
   });
 
   it("keeps the task running when the idle's read fails (not a 404), and finishes on the next idle", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.fail(S, new OpencodeUnreachableError("opencode is unreachable at http://127.0.0.1:4096"));
     feed(...promptTaken(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
 
     api.answer(S, answered(S, PROMPT, "ok"));
     feed(sessionIdle(S));
     await flush();
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
   });
 
   it("ends the task as an error when the idle's read answers 404", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     api.fail(S, new OpencodeRequestError(`Session not found: ${S}`, 404));
     feed(...promptTaken(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain(S);
-    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain(S);
+    expect(did.finishes[0]!.fields.error).toContain("no longer exists");
   });
 });
 
@@ -379,7 +382,7 @@ describe("SessionFollower: errors", () => {
   const agentNotFound = 'Agent not found: "nope". Available agents: build, explore, general, plan';
 
   it("ends with the error message on session.error without any idle (unknown agent)", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     // Recorded: two UnknownError events ~1 ms after the 204, then nothing at all.
     feed(
@@ -387,14 +390,14 @@ describe("SessionFollower: errors", () => {
       sessionError(S, unknownError("UnknownError: UnknownError\n    at <anonymous> (/$bunfs/root/chunk.js:1142:2068)")),
     );
     await flush();
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "error", fields: { error: agentNotFound } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "error", fields: { error: agentNotFound } }]);
     expect(task("t1").status).toBe("error");
     expect(task("t1").error).toBe(agentNotFound);
     expect(api.messageReads).toEqual([]);
   });
 
   it("ends once for an unknown model: error, then idle, then a second error", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     feed(
       ...promptTaken(S),
@@ -404,53 +407,53 @@ describe("SessionFollower: errors", () => {
       sessionError(S, unknownError("Model not found: p/m.")),
     );
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
     expect(task("t1").error).toContain("Model not found: p/m.");
     expect(api.messageReads).toEqual([]);
   });
 
   it("names the error and the HTTP status of a provider failure", async () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S), sessionError(S, apiError("Bad Request: model is required", 400)), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    const error = sink.finishes[0]!.fields.error!;
+    expect(did.finishes).toHaveLength(1);
+    const error = did.finishes[0]!.fields.error!;
     expect(error).toContain("APIError");
     expect(error).toContain("Bad Request: model is required");
     expect(error).toContain("400");
   });
 
   it("ends with an error when the idle's read shows an errored last step", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     const [user] = answered(S, PROMPT, "");
     api.answer(S, [user!, { info: assistantMessage(S, { error: apiError("upstream overloaded", 529) }), parts: [] }]);
     feed(...promptTaken(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain("upstream overloaded");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain("upstream overloaded");
   });
 
   it("ignores session.error events without a session id", async () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S), sessionError(undefined, unknownError("global failure")));
     await flush();
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 });
 
 describe("SessionFollower: take-up race", () => {
   it("ignores an idle that comes before any busy or assistant signal", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "done"));
     feed(statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(api.messageReads).toEqual([]);
     expect(task("t1").status).toBe("running");
 
@@ -458,56 +461,56 @@ describe("SessionFollower: take-up race", () => {
     feed(busy(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
   });
 
   it("does not count our own prompt (user message and its text part) as take-up", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     api.answer(S, promptOnly(S, PROMPT));
     const user = userMessage(S, "msg_user");
     feed(messageUpdated(user), partUpdated(textPart(S, user.id, PROMPT)), statusIdle(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("counts a retry status as take-up", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "done"));
     feed(retry(S, 1, "Provider is overloaded"), statusIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes).toHaveLength(1);
+    expect(did.finishes).toHaveLength(1);
   });
 
   it("counts an assistant message as take-up", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "done"));
     feed(messageUpdated(assistantMessage(S, { completed: false })), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes).toHaveLength(1);
+    expect(did.finishes).toHaveLength(1);
   });
 });
 
 describe("SessionFollower: cancellation and abort", () => {
   it("ends a deleted session's task as cancelled, naming the session", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S), sessionDeleted(S), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("cancelled");
-    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("cancelled");
+    expect(did.finishes[0]!.fields.error).toContain(S);
     expect(task("t1").status).toBe("cancelled");
     expect(api.messageReads).toEqual([]);
   });
 
   it("does not end a task we aborted ourselves: MessageAbortedError and idle are expected", async () => {
-    const { sink, api, start, feed, follower, task } = setup();
+    const { did, api, start, feed, follower, task } = setup();
     start("t1", S);
     const [user] = promptOnly(S, PROMPT);
     api.answer(S, [user!, { info: assistantMessage(S, { error: abortedError() }), parts: [] }]);
@@ -523,41 +526,41 @@ describe("SessionFollower: cancellation and abort", () => {
       sessionIdle(S),
     );
     await flush();
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
   });
 
   it("treats an abort it did not ask for as an error", async () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S), sessionError(S, abortedError()), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain("Aborted");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain("Aborted");
   });
 
   it("treats an abort seen only in the stored messages (its event missed) as an error when we did not abort", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     const [user] = promptOnly(S, PROMPT);
     api.answer(S, [user!, { info: assistantMessage(S, { error: abortedError() }), parts: [] }]);
     feed(...promptTaken(S), sessionIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes.map((f) => f.status)).toEqual(["error"]);
-    expect(sink.finishes[0]!.fields.error).toContain("Aborted");
+    expect(did.finishes.map((f) => f.status)).toEqual(["error"]);
+    expect(did.finishes[0]!.fields.error).toContain("Aborted");
   });
 
   it("still reports a real error after markAborting", async () => {
-    const { sink, start, feed, follower } = setup();
+    const { did, start, feed, follower } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     follower.markAborting(S);
     feed(sessionError(S, apiError("provider exploded", 500)));
     await flush();
-    expect(sink.finishes.map((f) => f.status)).toEqual(["error"]);
-    expect(sink.finishes[0]!.fields.error).toContain("provider exploded");
+    expect(did.finishes.map((f) => f.status)).toEqual(["error"]);
+    expect(did.finishes[0]!.fields.error).toContain("provider exploded");
   });
 });
 
@@ -578,17 +581,17 @@ describe("SessionFollower: progress", () => {
   });
 
   it("announces a tool call once, not on every state update of the same call", () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S));
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(
       partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("pending"))),
       partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running"))),
       partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("running"))),
       partUpdated(toolPart(S, "msg_a1", "call_1", "bash", toolState("completed", {}, "ok"))),
     );
-    expect(sink.progresses.slice(before)).toEqual([
+    expect(did.progresses.slice(before)).toEqual([
       { taskId: "t1", progress: { tool_calls: 1, last_tool: "bash", last_message: null } },
     ]);
   });
@@ -635,7 +638,7 @@ describe("SessionFollower: progress", () => {
   });
 
   it("records the todos left incomplete at idle (latest list wins) and still completes (no continuations)", async () => {
-    const { sink, api, start, feed, task } = setup({ todoContinuations: 0 });
+    const { did, api, start, feed, task } = setup({ todoContinuations: 0 });
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "partly done"));
     feed(
@@ -653,13 +656,13 @@ describe("SessionFollower: progress", () => {
       sessionIdle(S),
     );
     await flush();
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
     expect(task("t1").progress.incomplete_todos).toEqual([
       { content: "write tests", status: "in_progress" },
       { content: "fix lint", status: "pending" },
     ]);
     expect(task("t1").result).toBe("partly done\n\nIncomplete todos:\n- [in_progress] write tests\n- [pending] fix lint");
-    expect(sink.prompts).toEqual([]);
+    expect(did.prompts).toEqual([]);
   });
 
   it("records a single incomplete todo", async () => {
@@ -693,7 +696,7 @@ describe("SessionFollower: progress", () => {
 
 describe("SessionFollower: routing", () => {
   it("ignores events for sessions it does not follow", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     const before = start("t1", S);
     const other = "ses_other";
     api.answer(other, answered(other, PROMPT, "not ours"));
@@ -706,14 +709,14 @@ describe("SessionFollower: routing", () => {
       sessionDeleted(other),
     );
     await flush();
-    expect(sink.finishes).toEqual([]);
-    expect(sink.progresses).toEqual([]);
+    expect(did.finishes).toEqual([]);
+    expect(did.progresses).toEqual([]);
     expect(api.messageReads).toEqual([]);
     expect(task("t1")).toEqual(before);
   });
 
   it("follows several sessions independently", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     start("t2", "ses_two");
     api.answer(S, answered(S, PROMPT, "one"));
@@ -721,17 +724,17 @@ describe("SessionFollower: routing", () => {
     await flush();
     expect(task("t1")).toMatchObject({ status: "completed", result: "one" });
     expect(task("t2")).toMatchObject({ status: "error", error: "two failed" });
-    expect(sink.finishes).toHaveLength(2);
+    expect(did.finishes).toHaveLength(2);
   });
 
   it("ignores late events for a terminal task", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "done"));
     feed(...textRun(S, "done"));
     await flush();
     const finished = structuredClone(task("t1"));
-    const progressCalls = sink.progresses.length;
+    const progressCalls = did.progresses.length;
     expect(finished.status).toBe("completed");
 
     feed(
@@ -745,32 +748,32 @@ describe("SessionFollower: routing", () => {
       sessionIdle(S),
     );
     await flush();
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.progresses).toHaveLength(progressCalls);
+    expect(did.finishes).toHaveLength(1);
+    expect(did.progresses).toHaveLength(progressCalls);
     expect(api.messageReads).toEqual([S]);
     expect(task("t1")).toEqual(finished);
   });
 
   it("ignores a task ended by someone else (cancelled by request) while its session winds down", async () => {
-    const { sink, api, start, feed } = setup();
+    const { did, records, api, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S));
-    sink.finish("t1", "cancelled", { error: "cancelled by request" });
+    records.finish("t1", "cancelled", { error: "cancelled by request" });
     feed(sessionError(S, abortedError()), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toHaveLength(1);
+    expect(did.finishes).toHaveLength(1);
     expect(api.messageReads).toEqual([]);
   });
 
   it("stops routing after unfollow", async () => {
-    const { sink, api, start, feed, follower } = setup();
+    const { did, api, start, feed, follower } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     follower.unfollow(S);
     expect(follower.followedCount).toBe(0);
     feed(sessionError(S, unknownError("after unfollow")), sessionIdle(S));
     await flush();
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(api.messageReads).toEqual([]);
   });
 });
@@ -783,118 +786,118 @@ describe("SessionFollower.resync", () => {
   });
 
   it("completes a session missing from statuses whose messages show a finished answer", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "finished while we were away"));
     await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
     expect(api.statusReads).toBe(1);
-    expect(sink.finishes).toEqual([
+    expect(did.finishes).toEqual([
       { taskId: "t1", status: "completed", fields: { result: "finished while we were away" } },
     ]);
     expect(api.existsChecks).toEqual([]);
   });
 
   it("completes a taken-up session within the grace when its idle was missed", async () => {
-    const { sink, api, start, feed, resync } = setup();
+    const { did, api, start, feed, resync } = setup();
     start("t1", S);
     feed(busy(S));
     api.answer(S, answered(S, PROMPT, "quick"));
     await resync(PROMPTED_AT + 1_000, false);
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
   });
 
   it("fails a session past the grace with no answer, naming the session", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, promptOnly(S, PROMPT));
     await resync(PROMPTED_AT + GRACE_MS + 1, false);
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain(S);
-    expect(sink.finishes[0]!.fields.error).not.toContain("no longer exists");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain(S);
+    expect(did.finishes[0]!.fields.error).not.toContain("no longer exists");
     expect(api.existsChecks).toEqual([S]);
   });
 
   it("fails a session that opencode no longer has (sessionExists false)", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     api.missing.add(S);
     await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
-    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(did.finishes[0]!.fields.error).toContain(S);
   });
 
   it("fails a session whose messages read answers 404", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     api.fail(S, new OpencodeRequestError(`Session not found: ${S}`, 404));
     await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.fields.error).toContain("no longer exists");
   });
 
   it("leaves a session alone within the grace when the prompt was not taken up yet", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     await resync(PROMPTED_AT + GRACE_MS - 1, false);
     expect(api.statusReads).toBe(1);
     expect(api.messageReads).toEqual([]);
     expect(api.existsChecks).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("after a reconnect (all) reads a fresh session but does not fail it within the grace", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S);
     api.answer(S, promptOnly(S, PROMPT));
     await resync(PROMPTED_AT + 500, true);
     expect(api.messageReads).toEqual([S]);
     expect(api.existsChecks).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("leaves busy sessions alone and counts them as taken up", async () => {
-    const { sink, api, start, feed, resync } = setup();
+    const { did, api, start, feed, resync } = setup();
     start("t1", S);
     api.busy = { [S]: { type: "busy" } };
     await resync(PROMPTED_AT + GRACE_MS * 10, true);
     expect(api.messageReads).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     // The resync saw it busy, so a following idle means done even without a busy event.
     api.answer(S, answered(S, PROMPT, "done"));
     feed(sessionIdle(S));
     await flush();
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
   });
 
   it("skips tasks not prompted yet", async () => {
-    const { sink, api, start, resync } = setup();
+    const { did, api, start, resync } = setup();
     start("t1", S, null);
     await resync(PROMPTED_AT + GRACE_MS * 10, true);
     expect(api.messageReads).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("does not fail a task when the messages read fails for a reason other than 404", async () => {
-    const { sink, api, start, resync, task } = setup();
+    const { did, api, start, resync, task } = setup();
     start("t1", S);
     api.fail(S, new OpencodeRequestError("opencode answered 500", 500));
     await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
 
     // The next sweep, with opencode healthy again, finds the answer.
     api.answer(S, answered(S, PROMPT, "was fine all along"));
     await resync(PROMPTED_AT + GRACE_MS + 31_000, false);
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "was fine all along" } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "was fine all along" } }]);
   });
 
   it("shares an idle's in-flight read instead of reading again", async () => {
-    const { sink, api, start, feed, resync } = setup();
+    const { did, api, start, feed, resync } = setup();
     start("t1", S);
     const open = api.gate(S, answered(S, PROMPT, "done"));
     feed(busy(S), sessionIdle(S));
@@ -904,7 +907,7 @@ describe("SessionFollower.resync", () => {
     open();
     await resynced;
     expect(api.messageReads).toEqual([S]);
-    expect(sink.finishes.map((f) => f.status)).toEqual(["completed"]);
+    expect(did.finishes.map((f) => f.status)).toEqual(["completed"]);
     expect(api.existsChecks).toEqual([]);
   });
 });
@@ -918,12 +921,12 @@ function toolCall(callID: string, tool: string, input: Record<string, unknown>, 
 
 describe("SessionFollower: provider retries", () => {
   it("shows a retry in progress, announced as retrying, with the next attempt as an ISO time", () => {
-    const { sink, start, feed, task } = setup();
+    const { did, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S));
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(retry(S, 1, "Provider is overloaded", T0 + 2_500));
-    expect(sink.progresses.slice(before)).toEqual([
+    expect(did.progresses.slice(before)).toEqual([
       {
         taskId: "t1",
         progress: {
@@ -937,16 +940,16 @@ describe("SessionFollower: provider retries", () => {
     ]);
     expect(new Date(T0 + 2_500).toISOString()).toBe("2025-10-09T08:53:22.500Z");
     expect(task("t1").status).toBe("running");
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("updates the retry on each attempt and keeps the rest of the progress", () => {
-    const { sink, start, feed, task } = setup();
+    const { did, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S), ...toolCall("call_1", "read", { filePath: "src/config.ts" }));
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(retry(S, 1, "Provider is overloaded"), retry(S, 2, "Rate limited", T0 + 10_000));
-    expect(sink.progresses.slice(before).map((p) => p.retrying)).toEqual([true, true]);
+    expect(did.progresses.slice(before).map((p) => p.retrying)).toEqual([true, true]);
     expect(task("t1").progress).toMatchObject({
       tool_calls: 1,
       last_tool: "read",
@@ -955,18 +958,18 @@ describe("SessionFollower: provider retries", () => {
   });
 
   it("clears the retry, once and as plain progress, when the session is busy again", () => {
-    const { sink, start, feed, task } = setup();
+    const { did, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     // Busy without a retry before it announces nothing.
-    const quiet = sink.progresses.length;
+    const quiet = did.progresses.length;
     feed(busy(S), busy(S));
-    expect(sink.progresses.length).toBe(quiet);
+    expect(did.progresses.length).toBe(quiet);
 
     feed(retry(S, 1), retry(S, 2));
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(busy(S), busy(S), busy(S));
-    const cleared = sink.progresses.slice(before);
+    const cleared = did.progresses.slice(before);
     expect(cleared).toHaveLength(1);
     expect(cleared[0]!.progress.retry).toBeNull();
     expect(cleared[0]!.retrying ?? false).toBe(false);
@@ -974,12 +977,12 @@ describe("SessionFollower: provider retries", () => {
   });
 
   it("completes normally after a retry that succeeded", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "done after a retry"));
     feed(retry(S, 1), ...textRun(S, "done after a retry"));
     await flush();
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done after a retry" } }]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "done after a retry" } }]);
     expect(task("t1").progress.retry).toBeNull();
   });
 });
@@ -988,7 +991,7 @@ describe("SessionFollower: permission requests", () => {
   const asked = { request_id: "per_1", permission: "bash", patterns: ["rm -rf build"] };
 
   it("rejects by default, telling the model why, and records the decision", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     feed(...promptTaken(S), permissionAsked(S, "per_1", "bash", ["rm -rf build"]));
     await flush();
@@ -999,9 +1002,9 @@ describe("SessionFollower: permission requests", () => {
     expect(task("t1").status).toBe("running");
 
     // opencode echoes our own reply: nothing more to record.
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(permissionReplied(S, "per_1", "reject"));
-    expect(sink.progresses.length).toBe(before);
+    expect(did.progresses.length).toBe(before);
     expect(api.replies).toHaveLength(1);
   });
 
@@ -1024,7 +1027,7 @@ describe("SessionFollower: permission requests", () => {
   });
 
   it("leaves the request to a human under wait, and records the human's answer", async () => {
-    const { sink, api, start, feed, task } = setup({ onPermission: "wait" });
+    const { did, api, start, feed, task } = setup({ onPermission: "wait" });
     start("t1", S);
     feed(...promptTaken(S), permissionAsked(S, "per_1", "bash", ["rm -rf build"]));
     await flush();
@@ -1033,9 +1036,9 @@ describe("SessionFollower: permission requests", () => {
     expect(task("t1").status).toBe("running");
 
     // A reply to some other request changes nothing.
-    const before = sink.progresses.length;
+    const before = did.progresses.length;
     feed(permissionReplied(S, "per_other", "reject"));
-    expect(sink.progresses.length).toBe(before);
+    expect(did.progresses.length).toBe(before);
     expect(task("t1").progress.permission?.decision).toBe("waiting");
 
     feed(permissionReplied(S, "per_1", "always"));
@@ -1051,7 +1054,7 @@ describe("SessionFollower: permission requests", () => {
   });
 
   it("keeps the decision and the task when the reply cannot be sent", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.replyError = new OpencodeUnreachableError("opencode is unreachable at http://127.0.0.1:4096");
     feed(...promptTaken(S), permissionAsked(S, "per_1"));
@@ -1059,7 +1062,7 @@ describe("SessionFollower: permission requests", () => {
     expect(api.replies).toHaveLength(1);
     expect(task("t1").progress.permission?.decision).toBe("rejected");
     expect(task("t1").status).toBe("running");
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("answers each request and shows the latest", async () => {
@@ -1096,28 +1099,28 @@ describe("SessionFollower: todo continuations", () => {
   ];
 
   it("sends todoContinuations continue prompts (default 2), then completes with the incomplete todos listed", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "first pass"));
     feed(...promptTaken(S), todoUpdated(S, TODOS), statusIdle(S), sessionIdle(S));
     await flush();
-    expect(sink.prompts).toEqual([{ taskId: "t1", text: TODO_CONTINUE_PROMPT }]);
+    expect(did.prompts).toEqual([{ taskId: "t1", text: TODO_CONTINUE_PROMPT }]);
     expect(task("t1").progress.todo_continuations).toBe(1);
     expect(task("t1").status).toBe("running");
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     api.answer(S, answered(S, PROMPT, "second pass"));
     feed(...nextRun("msg_a2"));
     await flush();
-    expect(sink.prompts.map((p) => p.text)).toEqual([TODO_CONTINUE_PROMPT, TODO_CONTINUE_PROMPT]);
+    expect(did.prompts.map((p) => p.text)).toEqual([TODO_CONTINUE_PROMPT, TODO_CONTINUE_PROMPT]);
     expect(task("t1").progress.todo_continuations).toBe(2);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     api.answer(S, answered(S, PROMPT, "third pass"));
     feed(...nextRun("msg_a3"));
     await flush();
-    expect(sink.prompts).toHaveLength(2);
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: `third pass\n\n${LIST}` } }]);
+    expect(did.prompts).toHaveLength(2);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: `third pass\n\n${LIST}` } }]);
     expect(task("t1").progress).toMatchObject({
       todo_continuations: 2,
       incomplete_todos: INCOMPLETE,
@@ -1127,40 +1130,40 @@ describe("SessionFollower: todo continuations", () => {
   });
 
   it("follows the policy's count", async () => {
-    const { sink, api, start, feed, task } = setup({ todoContinuations: 1 });
+    const { did, api, start, feed, task } = setup({ todoContinuations: 1 });
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "first pass"));
     feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
     await flush();
-    expect(sink.prompts).toHaveLength(1);
+    expect(did.prompts).toHaveLength(1);
 
     api.answer(S, answered(S, PROMPT, "second pass"));
     feed(...nextRun("msg_a2"));
     await flush();
-    expect(sink.prompts).toHaveLength(1);
+    expect(did.prompts).toHaveLength(1);
     expect(task("t1")).toMatchObject({ status: "completed", result: `second pass\n\n${LIST}` });
   });
 
   it("ignores the finished run's duplicate idles after a continuation", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "first pass"));
     feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
     await flush();
-    expect(sink.prompts).toHaveLength(1);
+    expect(did.prompts).toHaveLength(1);
     expect(api.messageReads).toEqual([S]);
 
     // The old run's idles arrive again before the continuation is taken up.
     feed(statusIdle(S), sessionIdle(S), statusIdle(S));
     await flush();
     expect(api.messageReads).toEqual([S]);
-    expect(sink.prompts).toHaveLength(1);
-    expect(sink.finishes).toEqual([]);
+    expect(did.prompts).toHaveLength(1);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
   });
 
   it("completes with the plain answer once a continuation finishes the todos", async () => {
-    const { sink, api, start, feed, task } = setup();
+    const { did, api, start, feed, task } = setup();
     start("t1", S);
     api.answer(S, answered(S, PROMPT, "first pass"));
     feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
@@ -1169,36 +1172,36 @@ describe("SessionFollower: todo continuations", () => {
     api.answer(S, answered(S, PROMPT, "all finished"));
     feed(todoUpdated(S, TODOS.map((t) => ({ ...t, status: "completed" }))), ...nextRun("msg_a2"));
     await flush();
-    expect(sink.prompts).toHaveLength(1);
-    expect(sink.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "all finished" } }]);
+    expect(did.prompts).toHaveLength(1);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "all finished" } }]);
     expect(task("t1").progress.incomplete_todos).toBeUndefined();
     expect(task("t1").progress.todo_continuations).toBe(1);
   });
 
   it("counts the continuations already recorded in progress (a task followed again after a restart)", async () => {
-    const { sink, api, follower, start, feed, task } = setup();
+    const { did, records, api, follower, start, feed, task } = setup();
     start("t1", S);
     follower.unfollow(S);
-    sink.tasks.set("t1", { ...task("t1"), progress: { ...task("t1").progress, todo_continuations: 2 } });
+    records.progress("t1", { ...task("t1").progress, todo_continuations: 2 });
     follower.follow("t1", S);
     api.answer(S, answered(S, PROMPT, "resumed pass"));
     feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
     await flush();
-    expect(sink.prompts).toEqual([]);
+    expect(did.prompts).toEqual([]);
     expect(task("t1")).toMatchObject({ status: "completed", result: `resumed pass\n\n${LIST}` });
   });
 
   it("a sweep that sends a continuation does not then fail the task as idle without an answer", async () => {
-    const { sink, api, start, feed, task, resync } = setup();
+    const { did, api, start, feed, task, resync } = setup();
     start("t1", S);
     // The idle was missed; the sweep finds the finished run long after the prompt.
     api.answer(S, answered(S, PROMPT, "first pass"));
     feed(todoUpdated(S, TODOS));
     await resync(PROMPTED_AT + GRACE_MS + 1_000, false);
-    expect(sink.prompts).toHaveLength(1);
+    expect(did.prompts).toHaveLength(1);
     expect(task("t1").prompted_at).toBe(PROMPTED_AT + GRACE_MS + 1_000);
     expect(api.existsChecks).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
   });
 
@@ -1207,13 +1210,13 @@ describe("SessionFollower: todo continuations", () => {
   // in that window (a reconnect ~1 s after the continuation) settles on it: with continuations left it
   // sends another continuation at once; with none left it completes the task while the continued run goes on.
   it("a resync right after a continuation does not settle on the previous run's answer", async () => {
-    const { sink, api, start, feed, task, resync } = setup();
+    const { did, api, start, feed, task, resync } = setup();
     start("t1", S);
     const firstRun = answered(S, PROMPT, "first pass");
     api.answer(S, firstRun);
     feed(...promptTaken(S), todoUpdated(S, TODOS), sessionIdle(S));
     await flush();
-    expect(sink.prompts).toHaveLength(1);
+    expect(did.prompts).toHaveLength(1);
 
     // opencode has stored the continuation prompt; the new run has not started (not busy yet).
     api.answer(S, [
@@ -1221,15 +1224,15 @@ describe("SessionFollower: todo continuations", () => {
       { info: userMessage(S, "msg_user2"), parts: [textPart(S, "msg_user2", TODO_CONTINUE_PROMPT)] },
     ]);
     await resync(PROMPTED_AT + 1_000, true);
-    expect(sink.prompts).toHaveLength(1);
-    expect(sink.finishes).toEqual([]);
+    expect(did.prompts).toHaveLength(1);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
   });
 });
 
 describe("SessionFollower: runaway guards", () => {
   it("stops a task past maxToolCalls, once, naming the limit, and ignores tool events while it aborts", () => {
-    const { sink, start, feed, task } = setup({ maxToolCalls: 3 });
+    const { did, start, feed, task } = setup({ maxToolCalls: 3 });
     start("t1", S);
     feed(
       ...promptTaken(S),
@@ -1238,14 +1241,14 @@ describe("SessionFollower: runaway guards", () => {
       ...toolCall("call_3", "grep", { pattern: "parse" }),
       partUpdated(toolPart(S, "msg_a1", "call_3", "grep", toolState("running", { pattern: "parse" }))),
     );
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
     expect(task("t1").progress.tool_calls).toBe(3);
 
     feed(partUpdated(toolPart(S, "msg_a1", "call_4", "read", toolState("pending"))));
-    expect(sink.stops).toHaveLength(1);
-    expect(sink.stops[0]!.taskId).toBe("t1");
-    expect(sink.stops[0]!.reason).toContain("limits.maxToolCalls");
-    expect(sink.stops[0]!.reason).toContain("3");
+    expect(did.stops).toHaveLength(1);
+    expect(did.stops[0]!.taskId).toBe("t1");
+    expect(did.stops[0]!.reason).toContain("limits.maxToolCalls");
+    expect(did.stops[0]!.reason).toContain("3");
     expect(task("t1").progress.tool_calls).toBe(4);
 
     // The session keeps streaming until the abort lands.
@@ -1254,36 +1257,36 @@ describe("SessionFollower: runaway guards", () => {
       ...toolCall("call_5", "read", { filePath: "d.ts" }),
       ...toolCall("call_6", "bash", { command: "ls" }),
     );
-    expect(sink.stops).toHaveLength(1);
+    expect(did.stops).toHaveLength(1);
     expect(task("t1").progress.tool_calls).toBe(4);
-    // Ending the task is the sink's job (abort, then error with the reason).
-    expect(sink.finishes).toEqual([]);
+    // Ending the task is the did's job (abort, then error with the reason).
+    expect(did.finishes).toEqual([]);
   });
 
   it("allows 500 tool calls by default and stops the 501st", () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     for (let i = 1; i <= 500; i++) feed(...toolCall(`call_${i}`, "read", { filePath: `f${i}.ts` }));
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
     feed(...toolCall("call_501", "read", { filePath: "f501.ts" }));
-    expect(sink.stops).toHaveLength(1);
-    expect(sink.stops[0]!.reason).toContain("500");
+    expect(did.stops).toHaveLength(1);
+    expect(did.stops[0]!.reason).toContain("500");
   });
 
   it("stops the same tool with the same input maxRepeatedToolCalls times in a row, once, when its input is known", () => {
-    const { sink, start, feed } = setup({ maxRepeatedToolCalls: 3 });
+    const { did, start, feed } = setup({ maxRepeatedToolCalls: 3 });
     start("t1", S);
     const input = { command: "npm test" };
     feed(...promptTaken(S), ...toolCall("call_1", "bash", input), ...toolCall("call_2", "bash", input));
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
 
     // Pending carries no input yet: the third call counts once it runs.
     feed(partUpdated(toolPart(S, "msg_a1", "call_3", "bash", toolState("pending", input))));
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
     feed(partUpdated(toolPart(S, "msg_a1", "call_3", "bash", toolState("running", input))));
-    expect(sink.stops).toHaveLength(1);
-    const { reason } = sink.stops[0]!;
+    expect(did.stops).toHaveLength(1);
+    const { reason } = did.stops[0]!;
     expect(reason).toContain("limits.maxRepeatedToolCalls");
     expect(reason).toContain("bash");
     expect(reason).toContain("3 times");
@@ -1294,32 +1297,32 @@ describe("SessionFollower: runaway guards", () => {
       ...toolCall("call_4", "bash", input),
       ...toolCall("call_5", "bash", input),
     );
-    expect(sink.stops).toHaveLength(1);
+    expect(did.stops).toHaveLength(1);
   });
 
   it("trips at 20 identical calls by default, not at 19", () => {
-    const { sink, start, feed } = setup();
+    const { did, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     for (let i = 1; i <= 19; i++) feed(...toolCall(`call_${i}`, "read", { filePath: "src/config.ts" }));
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
     feed(...toolCall("call_20", "read", { filePath: "src/config.ts" }));
-    expect(sink.stops).toHaveLength(1);
-    expect(sink.stops[0]!.reason).toContain("limits.maxRepeatedToolCalls");
+    expect(did.stops).toHaveLength(1);
+    expect(did.stops[0]!.reason).toContain("limits.maxRepeatedToolCalls");
   });
 
   it("counts a call once for the repeat check, however many updates carry its input", () => {
-    const { sink, start, feed } = setup({ maxRepeatedToolCalls: 3 });
+    const { did, start, feed } = setup({ maxRepeatedToolCalls: 3 });
     start("t1", S);
     const input = { command: "npm test" };
     const running = (callID: string) => partUpdated(toolPart(S, "msg_a1", callID, "bash", toolState("running", input)));
     feed(...promptTaken(S), running("call_1"), running("call_1"), running("call_1"), running("call_2"), running("call_2"));
     feed(...toolCall("call_1", "bash", input), ...toolCall("call_2", "bash", input));
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
   });
 
   it("does not stop varied calls: other inputs, another tool, or a repeat broken by another call", () => {
-    const { sink, start, feed, task } = setup({ maxRepeatedToolCalls: 3 });
+    const { did, start, feed, task } = setup({ maxRepeatedToolCalls: 3 });
     start("t1", S);
     feed(...promptTaken(S));
     let n = 0;
@@ -1337,7 +1340,7 @@ describe("SessionFollower: runaway guards", () => {
     call("read", { filePath: "a.ts" });
     call("bash", { command: "ls" });
     call("bash", { command: "ls" });
-    expect(sink.stops).toEqual([]);
+    expect(did.stops).toEqual([]);
     expect(task("t1").progress.tool_calls).toBe(25);
   });
 });
@@ -1346,7 +1349,7 @@ describe("SessionFollower.resync: stalls", () => {
   const STALL_MS = DEFAULT_POLICY.stallMs;
 
   it("marks a busy session silent for stallMs as stalled, once, when opencode still has it; the next event clears it", async () => {
-    const { sink, api, start, feed, task, resync } = setup();
+    const { did, api, start, feed, task, resync } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     api.busy = { [S]: { type: "busy" } };
@@ -1359,14 +1362,14 @@ describe("SessionFollower.resync: stalls", () => {
     expect(api.existsChecks).toEqual([S]);
     expect(task("t1").progress.stalled_since).toBe(new Date(PROMPTED_AT).toISOString());
     expect(api.messageReads).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").status).toBe("running");
 
-    const announced = sink.progresses.length;
+    const announced = did.progresses.length;
     await resync(PROMPTED_AT + STALL_MS + 30_000, false);
-    expect(sink.progresses.length).toBe(announced);
+    expect(did.progresses.length).toBe(announced);
     expect(task("t1").progress.stalled_since).toBe(new Date(PROMPTED_AT).toISOString());
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
 
     feed(busy(S));
     expect(task("t1").progress.stalled_since).toBeNull();
@@ -1377,16 +1380,16 @@ describe("SessionFollower.resync: stalls", () => {
   });
 
   it("fails a busy, silent session that opencode no longer has (a stale busy status)", async () => {
-    const { sink, api, start, feed, resync } = setup();
+    const { did, api, start, feed, resync } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     api.busy = { [S]: { type: "busy" } };
     api.missing.add(S);
     await resync(PROMPTED_AT + STALL_MS, false);
-    expect(sink.finishes).toHaveLength(1);
-    expect(sink.finishes[0]!.status).toBe("error");
-    expect(sink.finishes[0]!.fields.error).toContain("no longer exists");
-    expect(sink.finishes[0]!.fields.error).toContain(S);
+    expect(did.finishes).toHaveLength(1);
+    expect(did.finishes[0]!.status).toBe("error");
+    expect(did.finishes[0]!.fields.error).toContain("no longer exists");
+    expect(did.finishes[0]!.fields.error).toContain(S);
   });
 
   it("follows the policy's stallMs", async () => {
@@ -1420,7 +1423,7 @@ describe("SessionFollower.resync: stalls", () => {
 
 describe("SessionFollower.resync: sessions being aborted", () => {
   it("skips an idle session we are aborting: no read, no exists check, no verdict", async () => {
-    const { sink, api, start, feed, follower, resync } = setup();
+    const { did, api, start, feed, follower, resync } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     follower.markAborting(S);
@@ -1429,11 +1432,11 @@ describe("SessionFollower.resync: sessions being aborted", () => {
     expect(api.statusReads).toBe(1);
     expect(api.messageReads).toEqual([]);
     expect(api.existsChecks).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
   });
 
   it("skips a busy, silent session we are aborting (no stall check)", async () => {
-    const { sink, api, start, feed, follower, task, resync } = setup();
+    const { did, api, start, feed, follower, task, resync } = setup();
     start("t1", S);
     feed(...promptTaken(S));
     follower.markAborting(S);
@@ -1441,7 +1444,7 @@ describe("SessionFollower.resync: sessions being aborted", () => {
     api.missing.add(S);
     await resync(PROMPTED_AT + DEFAULT_POLICY.stallMs * 2, false);
     expect(api.existsChecks).toEqual([]);
-    expect(sink.finishes).toEqual([]);
+    expect(did.finishes).toEqual([]);
     expect(task("t1").progress.stalled_since ?? null).toBeNull();
   });
 });

@@ -6,7 +6,10 @@ import { TaskPushRouter } from "../../src/mcp/push.js";
 import { createMcpServer } from "../../src/mcp/server.js";
 import type { McpSession } from "../../src/mcp/session.js";
 import type { TaskLogMessage } from "../../src/mcp/notifications.js";
-import type { LaunchInput, TaskChange, TaskManager } from "../../src/tasks/manager.js";
+import type { TaskAccess } from "../../src/mcp/owned-tasks.js";
+import { CallerDetector } from "../../src/opencode/caller-detector.js";
+import type { LaunchInput, TaskManager } from "../../src/tasks/manager.js";
+import type { TaskChange } from "../../src/tasks/records.js";
 import { createTask, type Task, type TaskStatus } from "../../src/tasks/task.js";
 
 /** Just enough of a TaskManager for the push router and the MCP server: tasks in memory, changes emitted. */
@@ -44,6 +47,11 @@ class FakeManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 }
 
+/** The MCP layer's access to tasks, over the fake manager (no opencode behind it: no caller, no transcripts). */
+function accessTo(manager: FakeManager): TaskAccess {
+  return { manager: manager as unknown as TaskManager, callers: new CallerDetector(), sessions: { messages: async () => [] } };
+}
+
 function newTask(owner: string) {
   return { owner, description: "d", prompt: "p", agent: "alpha", model: null, parent_session_id: null, timeout_ms: null };
 }
@@ -77,7 +85,7 @@ const settle = () => new Promise((r) => setTimeout(r, 0));
 describe("TaskPushRouter", () => {
   function setup() {
     const manager = new FakeManager();
-    const router = new TaskPushRouter(manager as unknown as TaskManager);
+    const router = new TaskPushRouter(manager, manager);
     const session = (owner: string, label: string) => {
       const s = new RecordingSession(owner, label);
       router.attach(s as unknown as McpSession);
@@ -144,8 +152,8 @@ describe("TaskPushRouter", () => {
 
 describe("the MCP server over one owner's tasks", () => {
   async function connect(manager: FakeManager, owner: string): Promise<Client> {
-    const router = new TaskPushRouter(manager as unknown as TaskManager);
-    const session = createMcpServer({ manager: manager as unknown as TaskManager, push: router, parentPrompt: true }, { owner });
+    const router = new TaskPushRouter(manager, manager);
+    const session = createMcpServer({ tasks: accessTo(manager), push: router, parentPrompt: true }, { owner });
     const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
     await session.server.connect(serverSide);
     const client = new Client({ name: "unit", version: "1.0.0" });

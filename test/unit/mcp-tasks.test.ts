@@ -13,7 +13,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { TaskPushRouter } from "../../src/mcp/push.js";
 import { createMcpServer } from "../../src/mcp/server.js";
-import { TaskInputError, type LaunchInput, type TaskChange, type TaskManager } from "../../src/tasks/manager.js";
+import type { TaskAccess } from "../../src/mcp/owned-tasks.js";
+import { CallerDetector } from "../../src/opencode/caller-detector.js";
+import { TaskInputError, type LaunchInput, type TaskManager } from "../../src/tasks/manager.js";
+import type { TaskChange } from "../../src/tasks/records.js";
 import { createTask, isTerminal, type Task, type TerminalStatus } from "../../src/tasks/task.js";
 
 /** Just enough of a TaskManager for the MCP server: tasks in memory, changes emitted, cancel and wait. */
@@ -73,6 +76,11 @@ class FakeManager extends EventEmitter<{ change: [TaskChange] }> {
   }
 }
 
+/** The MCP layer's access to tasks, over the fake manager (no opencode behind it: no caller, no transcripts). */
+function accessTo(manager: FakeManager): TaskAccess {
+  return { manager: manager as unknown as TaskManager, callers: new CallerDetector(), sessions: { messages: async () => [] } };
+}
+
 const ChannelNotification = z.object({
   method: z.literal("notifications/claude/channel"),
   params: z.object({ content: z.string(), meta: z.record(z.string(), z.string()) }),
@@ -90,8 +98,8 @@ afterEach(async () => {
 });
 
 /** A client of `owner` on its own connection; connections given the same push router are sessions of one server (HTTP). */
-async function connect(manager: FakeManager, owner = "local", claudeChannel = false, push = new TaskPushRouter(manager as unknown as TaskManager)): Promise<Connected> {
-  const session = createMcpServer({ manager: manager as unknown as TaskManager, push, parentPrompt: true, claudeChannel }, { owner });
+async function connect(manager: FakeManager, owner = "local", claudeChannel = false, push = new TaskPushRouter(manager, manager)): Promise<Connected> {
+  const session = createMcpServer({ tasks: accessTo(manager), push, parentPrompt: true, claudeChannel }, { owner });
   const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
   await session.server.connect(serverSide);
   push.attach(session);
@@ -287,7 +295,7 @@ describe("Claude Code channel events", () => {
 
   it("goes to the launching session only, or to all the owner's sessions once it is gone; never to another owner", async () => {
     const manager = new FakeManager();
-    const push = new TaskPushRouter(manager as unknown as TaskManager);
+    const push = new TaskPushRouter(manager, manager);
     const launcher = await connect(manager, "alice", true, push);
     const other = await connect(manager, "alice", true, push);
     const bob = await connect(manager, "bob", true, push);

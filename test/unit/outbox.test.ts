@@ -7,7 +7,7 @@ import { ParentNotifier, parentPromptText } from "../../src/notify/parent-prompt
 import { OpencodeRequestError, type OpencodeApi, type PromptInput, type SessionMessage } from "../../src/opencode/client.js";
 import { SessionContexts } from "../../src/opencode/session-context.js";
 import { textOf } from "../../src/opencode/transcript.js";
-import type { TaskChange, TaskManager } from "../../src/tasks/manager.js";
+import type { TaskChange } from "../../src/tasks/records.js";
 import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
 import type { OutboxMessage, OutboxRow } from "../../src/tasks/store.js";
 import { createTask, transition, type Task, type TerminalStatus } from "../../src/tasks/task.js";
@@ -98,7 +98,7 @@ const notifiers: ParentNotifier[] = [];
 
 /** A notifier; pass `new SessionContexts()` for one that has seen no event yet (as right after a restart). */
 function notifier(on: SqliteTaskStore = store, contexts = parent.contexts): ParentNotifier {
-  const n = new ParentNotifier(parent.api, on, manager as unknown as TaskManager, contexts);
+  const n = new ParentNotifier(parent.api, on, manager, contexts);
   notifiers.push(n);
   return n;
 }
@@ -123,7 +123,7 @@ function finish(status: TerminalStatus = "completed", parentSession: string | nu
 
 /** The outbox message the task manager would store with the terminal state (from a notifier that delivers nothing). */
 function messageFor(task: Task): OutboxMessage | undefined {
-  const writer = new ParentNotifier(parent.api, store, new EventEmitter() as unknown as TaskManager, new SessionContexts());
+  const writer = new ParentNotifier(parent.api, store, new EventEmitter(), new SessionContexts());
   writer.close();
   return writer.outboxFor(task);
 }

@@ -3,9 +3,8 @@
 import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { CallToolResultSchema, CreateTaskResultSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TaskManager } from "../../src/tasks/manager.js";
-import { SqliteTaskStore } from "../../src/tasks/sqlite-store.js";
-import { connectMcp, type McpPair } from "../support/mcp-wire.js";
+import type { TaskManager } from "../../src/tasks/manager.js";
+import { startSimulatedEngine, type McpPair, type SimulatedEngine } from "../support/mcp-wire.js";
 import { SimulatedOpencode } from "../support/simulated-opencode.js";
 import { captureLogs } from "../support/task-world.js";
 
@@ -13,7 +12,7 @@ const TASK_ALLOWED = "allowed: description, prompt, agent, model, parent_session
 const LAUNCH = { description: "Map the tree", prompt: "Say hi.", agent: "explore" };
 
 let sim: SimulatedOpencode;
-let store: SqliteTaskStore;
+let engine: SimulatedEngine;
 let manager: TaskManager;
 let mcp: McpPair;
 let client: Client;
@@ -22,19 +21,15 @@ let restoreLogs: () => void;
 beforeAll(async () => {
   restoreLogs = captureLogs();
   sim = new SimulatedOpencode({ agents: ["explore"] });
-  store = new SqliteTaskStore(":memory:");
-  manager = new TaskManager({ api: sim, store, concurrency: { default: 2, agents: {} }, disabledTools: { always: { task: false }, atMaxDepth: {} } });
-  manager.start();
-  await sim.settle();
-  await manager.ready(5_000);
-  mcp = await connectMcp(manager);
+  engine = await startSimulatedEngine(sim, { default: 2, agents: {} });
+  manager = engine.manager;
+  mcp = await engine.connect();
   client = mcp.client;
 });
 
 afterAll(async () => {
   await mcp.close();
-  manager.stop();
-  store.close();
+  engine.stop();
   restoreLogs();
 });
 
