@@ -1,9 +1,14 @@
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import type { Agent, Event, Message, Part, SessionStatus } from "@opencode-ai/sdk/v2";
-import type { ModelRef } from "../tasks/task.js";
 import { log } from "../log.js";
 
 export type { Event as OpencodeEvent, Message, Part, SessionStatus };
+/** A model as opencode names it. */
+export interface ModelRef {
+  providerID: string;
+  modelID: string;
+}
+
 export interface SessionMessage {
   info: Message;
   parts: Part[];

@@ -1,5 +1,5 @@
 import type { Message, OpencodeEvent } from "./client.js";
-import type { ModelRef } from "../tasks/task.js";
+import type { ModelRef } from "./client.js";
 
 /** The agent and model a session's latest user message ran with: a prompt into it keeps them. */
 export interface SessionContext {

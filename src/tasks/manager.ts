@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import type { OpencodeApi } from "../opencode/client.js";
+import type { ModelRef } from "../opencode/client.js";
 import type { EventWatcher } from "../opencode/event-watcher.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
@@ -7,7 +8,7 @@ import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
 import type { TaskRecords } from "./records.js";
 import { SessionRunner } from "./session-runner.js";
 import type { ListOptions } from "./store.js";
-import { createTask, isTerminal, type ModelRef, type Task } from "./task.js";
+import { createTask, isTerminal, type Task } from "./task.js";
 
 /** Something the caller got wrong; the message says what and what is allowed. */
 export class TaskInputError extends Error {

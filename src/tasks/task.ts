@@ -5,6 +5,8 @@
  * Terminal states are final: every transition goes through `transition()`, which refuses to leave one.
  */
 
+import type { ModelRef } from "../opencode/client.js";
+
 export const TASK_STATUSES = ["queued", "running", "completed", "error", "cancelled"] as const;
 export type TaskStatus = (typeof TASK_STATUSES)[number];
 export type TerminalStatus = Extract<TaskStatus, "completed" | "error" | "cancelled">;
@@ -30,11 +32,6 @@ export interface TaskProgress {
   todo_continuations?: number;
   /** Set when a running task has shown no event for longer than the stall limit. */
   stalled_since?: string | null;
-}
-
-export interface ModelRef {
-  providerID: string;
-  modelID: string;
 }
 
 export interface Task {
