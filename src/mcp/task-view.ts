@@ -1,9 +1,11 @@
-import type { TaskManager } from "../tasks/manager.js";
 import { durationMs, type Task } from "../tasks/task.js";
 import type { TaskView } from "./schemas.js";
 
 /** Where a queued task stands in its agent's line (the task manager, or an owner's view of it). */
-export type QueuePositions = Pick<TaskManager, "queuePosition">;
+export interface QueuePositions {
+  /** 1 = next to start among its agent's waiting tasks; null when the task is not waiting. */
+  queuePosition(task: Task): number | null;
+}
 
 const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
 
