@@ -4,7 +4,7 @@ import type { z } from "zod";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../opencode/client.js";
 import { TaskInputError } from "../tasks/manager.js";
 import { isTerminal, type Task } from "../tasks/task.js";
-import { taskLine, taskReport } from "../tasks/task-text.js";
+import { statusMessage, taskLine, taskReport } from "../tasks/task-text.js";
 import { callerOf, detectionNote } from "./caller.js";
 import { decodeCursor, encodeCursor } from "./cursor.js";
 import { LAUNCH_ANSWER } from "./mcp-tasks.js";
@@ -203,7 +203,7 @@ async function launchTask(server: McpServer, tasks: OwnedTasks, options: ToolOpt
 
 /** What a progress notification says while background_output waits for `task`. */
 function waiting(task: Task): string {
-  return `Waiting. ${taskLine(task)}`;
+  return `Waiting for task ${task.id} ("${task.description}"): ${statusMessage(task)}`;
 }
 
 function unknownTask(taskId: string): string {

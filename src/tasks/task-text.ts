@@ -61,9 +61,16 @@ export function statusClause(task: Task, { queuePosition = null, now = Date.now(
 
 const VERB: Record<Task["status"], string> = { queued: "is ", running: "is ", completed: "", error: "", cancelled: "was " };
 
-/** THE sentence about a task: `Task bg_1 "Map the config" (agent explore) completed in 4.2 s.` */
+/** The sentence without its subject: `"Map the config" (agent explore) completed in 4.2 s.` */
+const predicate = (task: Task, options: TextOptions): string =>
+  `"${task.description}" (agent ${task.agent}) ${VERB[task.status]}${statusClause(task, options)}.`;
+
+/**
+ * THE sentence about a task: `Task bg_1 "Map the config" (agent explore) completed in 4.2 s.` Only a
+ * message about that one task starts so: the outbox recognises a delivered parent prompt by it.
+ */
 export function taskSentence(task: Task, options: TextOptions = {}): string {
-  return `Task ${task.id} "${task.description}" (agent ${task.agent}) ${VERB[task.status]}${statusClause(task, options)}.`;
+  return `Task ${task.id} ${predicate(task, options)}`;
 }
 
 const toolCalls = (progress: TaskProgress): string => `${progress.tool_calls} tool call(s), last ${progress.last_tool ?? "unknown"}`;
@@ -85,11 +92,14 @@ export function statusMessage(task: Task, options: TextOptions = {}): string {
   return [statusClause(task, options), ...keyProgress(task)].join("; ");
 }
 
-/** One line of a list: the sentence, then what an unfinished task is doing or a completed one's preview. */
+/**
+ * One line of a list, led by the task id (not "Task <id>", which marks a message about that task alone):
+ * how it stands, then what an unfinished task is doing or a completed one's preview.
+ */
 export function taskLine(task: Task, options: TextOptions = {}): string {
   const doing = keyProgress(task);
   const preview = task.status === "completed" && task.result ? ` Preview: ${oneLine(task.result, LINE_PREVIEW_CHARS)}` : "";
-  return `${taskSentence(task, options)}${doing.length ? ` Now: ${doing.join("; ")}.` : ""}${preview}`;
+  return `${task.id} ${predicate(task, options)}${doing.length ? ` Now: ${doing.join("; ")}.` : ""}${preview}`;
 }
 
 /** How to read the output of a task. */

@@ -232,7 +232,7 @@ describe("background tasks against a real opencode server", () => {
     expect(list.tasks.length).toBeGreaterThan(5);
     expect(list.next_cursor).toBeNull();
     const listText = text(await mcp.call("background_output", {}));
-    for (const t of list.tasks) expect(listText).toContain(`- Task ${t.task_id} "`);
+    for (const t of list.tasks) expect(listText).toContain(`- ${t.task_id} "`);
     const created = list.tasks.map((t) => (t as unknown as { created_at: string }).created_at);
     expect([...created].sort().reverse()).toEqual(created);
 

@@ -47,7 +47,8 @@ describe("the sentence of how a task ended", () => {
     expect(wakeText(t, [ended("completed", { result: "x" })])).toContain(`] ${sentence}\n`);
     expect(channelEvent(t).content.split("\n")[0]).toBe(sentence);
     expect(taskReport(t).split("\n")[0]).toBe(sentence);
-    expect(taskLogMessage({ event: `task.${t.status}`, task: t }, NO_QUEUE)!.data.message).toMatch(new RegExp(`^${escape(sentence)}`));
+    // A log line is led by the id alone: only a message about that one task starts "Task <id> ".
+    expect(taskLogMessage({ event: `task.${t.status}`, task: t }, NO_QUEUE)!.data.message).toMatch(new RegExp(`^${escape(sentence.replace(/^Task /, ""))}`));
     // MCP Tasks: the same clause, without the subject the task already is.
     expect(sentence).toContain(toMcpTask(t, NO_QUEUE).statusMessage!);
   });
@@ -129,7 +130,7 @@ describe("one line per task (lists, batched wake-ups, MCP Tasks status, log mess
       stalled_since: "2026-01-01T00:05:00.000Z",
     });
     const line = taskLine(t, { now: T + 3_000 });
-    expect(line).toMatch(/^Task bg_2 "Audit the queue" \(agent explore\) is running for 3 s\. Now: /);
+    expect(line).toMatch(/^bg_2 "Audit the queue" \(agent explore\) is running for 3 s\. Now: /);
     for (const part of ["2 tool call(s), last read", "provider retry, attempt 2", 'waiting for permission "bash"', "stalled"]) expect(line).toContain(part);
     expect(line).not.toContain("\n");
     expect(statusMessage(t, { now: T + 3_000 })).toBe(`running for 3 s; ${keyProgress(t).join("; ")}`);
@@ -138,8 +139,15 @@ describe("one line per task (lists, batched wake-ups, MCP Tasks status, log mess
   it("a finished task: the sentence, with a short preview when it completed; nothing about progress", () => {
     const done = { ...ended("completed", { result: `The answer\n\nis ${"long ".repeat(50)}` }), progress: { tool_calls: 5, last_tool: "grep", last_message: "x" } };
     expect(keyProgress(done)).toEqual([]);
-    expect(taskLine(done)).toBe(`${taskSentence(done)} Preview: ${oneLine(done.result!, 120)}`);
-    expect(taskLine(ended("error", { error: "boom" }))).toBe(taskSentence(ended("error", { error: "boom" })));
+    expect(taskLine(done)).toBe(`${taskSentence(done).replace(/^Task /, "")} Preview: ${oneLine(done.result!, 120)}`);
+    expect(taskLine(ended("error", { error: "boom" }))).toBe(taskSentence(ended("error", { error: "boom" })).replace(/^Task /, ""));
+  });
+
+  it("a batched wake-up names the other tasks of the batch by id only, so no prompt reads as another task's own", () => {
+    const other = { ...ended("completed", { result: "x" }), id: "bg_other" };
+    const wake = wakeText(ended("completed", { result: "y" }), [other]);
+    expect(wake).toContain('\n- bg_other "Map the config loader" (agent explore) completed in 2.5 s.');
+    expect(wake).not.toContain("Task bg_other ");
   });
 });
 
