@@ -1,4 +1,5 @@
 import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
+import PQueue from "p-queue";
 import type { Agent, Event, Message, Part, SessionStatus } from "@opencode-ai/sdk/v2";
 import { log } from "../log.js";
 
@@ -46,7 +47,16 @@ export interface OpencodeOptions {
   directory: string;
   /** HTTP Basic credentials when the server has OPENCODE_SERVER_PASSWORD set. */
   auth?: { username: string; password: string };
+  /** Requests (all but the event stream) sent at once; the rest wait their turn. Default REQUESTS_IN_FLIGHT. */
+  requestsInFlight?: number;
 }
+
+/**
+ * A launch burst (1,000 tasks each creating and prompting a session) would otherwise open one socket per
+ * request, each with its buffers and parser state, and leave that memory to the process after the burst.
+ * opencode answers one request at a time per core anyway, so a few in flight keep it as busy.
+ */
+export const REQUESTS_IN_FLIGHT = 16;
 
 export type ToastVariant = "info" | "success" | "warning" | "error";
 export type PermissionReply = "once" | "always" | "reject";
@@ -92,9 +102,11 @@ export interface OpencodeApi {
 export class OpencodeHttpApi implements OpencodeApi {
   readonly url: string;
   readonly #sdk: OpencodeClient;
+  readonly #requests: PQueue;
 
   constructor(options: OpencodeOptions) {
     this.url = options.url;
+    this.#requests = new PQueue({ concurrency: options.requestsInFlight ?? REQUESTS_IN_FLIGHT });
     const headers: Record<string, string> = {};
     if (options.auth) {
       const { username, password } = options.auth;
@@ -177,7 +189,7 @@ export class OpencodeHttpApi implements OpencodeApi {
     let outcome: { data?: T; error?: unknown; response?: Response };
     const started = Date.now();
     try {
-      outcome = await request();
+      outcome = await this.#requests.add(request);
       log.debug("opencode request", { what, ms: Date.now() - started, status: outcome.response?.status });
     } catch (error) {
       throw new OpencodeUnreachableError(`opencode is unreachable at ${this.url} (could not ${what}): ${describe(error)}`);
