@@ -150,7 +150,7 @@ export class SessionRunner implements SessionControl {
     try {
       await sent;
     } finally {
-      this.#prompting.delete(task.id);
+      if (this.#prompting.get(task.id) === sent) this.#prompting.delete(task.id);
     }
     this.#o.records.markPrompted(task.id);
     // Ended some other way while the prompt was in flight: stop the run the prompt started.
