@@ -42,6 +42,8 @@ export class SessionRunner implements SessionControl {
   readonly #stopped: StoppedSessions;
   /** Tasks being stopped: aborts in flight, the terminal state not yet stored. */
   readonly #stopping = new Set<string>();
+  /** Per task, the prompt opencode has not answered yet: a run it starts must not escape a stop. */
+  readonly #prompting = new Map<string, Promise<void>>();
 
   constructor(options: SessionRunnerOptions) {
     this.#o = { ...options, policy: options.policy ?? DEFAULT_POLICY };
@@ -132,8 +134,10 @@ export class SessionRunner implements SessionControl {
   }
 
   async #prompt(task: Task, text: string): Promise<void> {
+    // Being stopped: its abort may already have reached opencode, and a run started now would outlive it.
+    if (this.#stopping.has(task.id)) return;
     const sessionID = task.session_id!;
-    await this.#o.api.prompt(sessionID, {
+    const sent = this.#o.api.prompt(sessionID, {
       text,
       agent: task.agent,
       ...(task.model ? { model: task.model } : {}),
@@ -142,9 +146,15 @@ export class SessionRunner implements SessionControl {
           ? { ...this.#o.disabledTools.always, ...this.#o.disabledTools.atMaxDepth }
           : this.#o.disabledTools.always,
     });
+    this.#prompting.set(task.id, sent);
+    try {
+      await sent;
+    } finally {
+      if (this.#prompting.get(task.id) === sent) this.#prompting.delete(task.id);
+    }
     this.#o.records.markPrompted(task.id);
-    // Stopped while the prompt was in flight: that abort found no run, so stop the run the prompt started.
-    if (this.#ended(task.id) || this.#stopping.has(task.id)) await this.#stopped.abort(sessionID);
+    // Ended some other way while the prompt was in flight: stop the run the prompt started.
+    if (this.#ended(task.id)) await this.#stopped.abort(sessionID);
   }
 
   /** After a crash between prompt and record: opencode has our user message if the prompt went through. */
@@ -186,6 +196,10 @@ export class SessionRunner implements SessionControl {
     const sessionID = records.get(taskId)?.session_id;
     this.#stopping.add(taskId);
     try {
+      // An abort sent before opencode has taken the prompt in flight finds no run, and the prompt then starts
+      // one: so abort only once opencode has answered it (the task stays running, holding its slot, meanwhile).
+      const prompting = this.#prompting.get(taskId);
+      if (prompting) await prompting.catch(() => undefined);
       if (sessionID) {
         this.#follower.markAborting(sessionID);
         // The watch keeps it stopped (see StoppedSessions).
