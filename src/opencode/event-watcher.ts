@@ -2,6 +2,11 @@ import { EventEmitter } from "node:events";
 import type { OpencodeApi, OpencodeEvent } from "./client.js";
 import { log } from "../log.js";
 
+/** No event for this long while connected (opencode's heartbeat comes every 10 s): the stream is dead. */
+const QUIET_CONNECTED_MS = 25_000;
+/** No answer for this long while connecting (the SDK retries at least every 5 s): the attempt hangs. */
+const QUIET_CONNECTING_MS = 8_000;
+
 /**
  * `event`: every event but `server.connected`. `connected`: every `server.connected`; `reconnect` is true
  * after the first, when events may have been missed.
@@ -23,6 +28,9 @@ export class EventWatcher extends EventEmitter<EventWatcherEvents> {
   #connections = 0;
   #connected = false;
   #waiters: Array<() => void> = [];
+  /** Aborts the current subscription attempt when opencode has been silent too long (see #heard). */
+  #quiet = new AbortController();
+  #silence: NodeJS.Timeout | undefined;
 
   constructor(api: OpencodeApi) {
     super();
@@ -38,6 +46,7 @@ export class EventWatcher extends EventEmitter<EventWatcherEvents> {
   }
 
   stop(): void {
+    clearTimeout(this.#silence);
     this.#stop.abort();
     this.#connected = false;
   }
@@ -61,21 +70,45 @@ export class EventWatcher extends EventEmitter<EventWatcherEvents> {
   async #loop(): Promise<void> {
     let delay = 250;
     while (!this.#stop.signal.aborted) {
+      // One subscription attempt, given up when opencode goes quiet: a server that is starting up can accept
+      // the connection and never answer, and the SDK's own retries would then wait forever.
+      const attempt = AbortSignal.any([this.#stop.signal, this.#quiet.signal]);
+      this.#heard();
       try {
-        const stream = await this.#api.events(this.#stop.signal, (error) => this.#lost(error));
+        const stream = await this.#api.events(attempt, (error) => {
+          this.#heard();
+          this.#lost(error);
+        });
         for await (const event of stream) {
           delay = 250;
           if (event.type === "server.connected") this.#onConnected();
           else this.#dispatch(event);
+          this.#heard();
         }
       } catch (error) {
         this.#lost(error);
       }
+      clearTimeout(this.#silence);
       if (this.#stop.signal.aborted) break;
       this.#connected = false;
       await new Promise((resolve) => setTimeout(resolve, delay).unref());
       delay = Math.min(delay * 2, 5_000);
     }
+  }
+
+  /**
+   * opencode said something (an event, or a failed retry): restart the silence timer. Connected, opencode
+   * sends a heartbeat every 10 s; connecting, the SDK retries at least every 5 s.
+   */
+  #heard(): void {
+    clearTimeout(this.#silence);
+    if (this.#quiet.signal.aborted) this.#quiet = new AbortController();
+    const quiet = this.#quiet;
+    this.#silence = setTimeout(() => {
+      log.warn("opencode's event stream went quiet; subscribing again", { url: this.#api.url, connected: this.#connected });
+      quiet.abort();
+    }, this.#connected ? QUIET_CONNECTED_MS : QUIET_CONNECTING_MS);
+    this.#silence.unref();
   }
 
   #onConnected(): void {
