@@ -271,12 +271,12 @@ export class SessionFollower {
     const result = incomplete.length
       ? `${outcome.text}\n\nIncomplete todos:\n${incomplete.map((t) => `- [${t.status}] ${t.content}`).join("\n")}`
       : outcome.text;
-    this.#records.progress(followed.taskId, {
+    const progress = {
       ...task.progress,
       last_message: preview(outcome.text) || task.progress.last_message,
       ...(incomplete.length ? { incomplete_todos: incomplete } : {}),
-    });
-    this.#records.finish(followed.taskId, "completed", { result });
+    };
+    this.#records.finish(followed.taskId, "completed", { result, progress });
     return true;
   }
 

@@ -62,7 +62,9 @@ function recordedRecords(did: Did): TaskRecords {
   const records = new TaskRecords(new SqliteTaskStore(":memory:"));
   const finish = records.finish.bind(records);
   records.finish = (taskId, status, fields) => {
-    did.finishes.push({ taskId, status, fields: { ...fields } });
+    // The final progress is checked on the task itself.
+    const { progress: _final, ...ended } = fields;
+    did.finishes.push({ taskId, status, fields: ended });
     return finish(taskId, status, fields);
   };
   const progress = records.progress.bind(records);
@@ -473,6 +475,18 @@ describe("SessionFollower: settling from the streamed events", () => {
     expect(fromStream.did.finishes).toEqual([{ taskId: "t1", status, fields: expected }]);
     expect(fromRead.did.finishes).toEqual(fromStream.did.finishes);
     expect(fromStream.task("t1")).toEqual(fromRead.task("t1"));
+  });
+
+  it("ends the task in the idle's own turn, with its final progress, as one stored change", () => {
+    const { records, start, feed } = setup();
+    start("t1", S);
+    const { events } = scripted(S, lookThenAnswer);
+    const idles = events.splice(-2);
+    feed(...events);
+    const changes: string[] = [];
+    records.on("change", ({ event, task }) => changes.push(`${event} ${task.progress.last_message}`));
+    feed(...idles);
+    expect(changes).toEqual(["task.completed Found it: parse() in src/config.ts."]);
   });
 
   it("settles a long run from the events: the latest text, however many steps came after it", async () => {
