@@ -15,9 +15,13 @@ export class ToastNotifier {
     this.#changes = changes;
     this.#listener = ({ task }) => {
       if (!isTerminal(task.status)) return;
-      api
-        .showToast({ title: `Background task ${task.status}`, message: taskSentence(task), variant: VARIANT[task.status] })
-        .catch((error: unknown) => log.debug("toast not shown", { taskId: task.id, error: String(error) }));
+      const toast = { title: `Background task ${task.status}`, message: taskSentence(task), variant: VARIANT[task.status] };
+      // After the MCP clients are told (listeners of the same change): starting a request takes a while.
+      setImmediate(() => {
+        api
+          .showToast(toast)
+          .catch((error: unknown) => log.debug("toast not shown", { taskId: task.id, error: String(error) }));
+      });
     };
     changes.on("change", this.#listener);
   }

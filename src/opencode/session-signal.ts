@@ -1,4 +1,4 @@
-import type { OpencodeEvent } from "./client.js";
+import type { OpencodeEvent, Part } from "./client.js";
 
 /**
  * What an opencode event means for a session we follow, as a typed value. Everything the task logic
@@ -10,11 +10,20 @@ export type SessionSignal =
   | { kind: "idle" }
   | { kind: "error"; name: string; message: string }
   | { kind: "deleted" }
-  /** An assistant message was written or updated. */
-  | { kind: "assistant"; messageID: string; error: string | null; completed: boolean }
+  /** A user message was written (our prompt, or one opencode injects): a run starts. */
+  | { kind: "user"; messageID: string }
+  /** An assistant message (one LLM step) was written or updated; `finish` "tool-calls" means another step follows. */
+  | {
+      kind: "assistant";
+      messageID: string;
+      completed: boolean;
+      finish: string | null;
+      error: { message: string; aborted: boolean } | null;
+    }
   /** `input` is the call's arguments as JSON once known (from the running state on). */
   | { kind: "tool"; callID: string; tool: string; status: string; input: string | null }
-  | { kind: "text"; messageID: string; text: string }
+  /** An answer text part (see isAnswerText), with its full text so far; it may be empty. */
+  | { kind: "text"; messageID: string; partID: string; text: string }
   | { kind: "todos"; todos: Array<{ content: string; status: string }> }
   /** The session waits for a permission decision (it blocks until someone replies). */
   | { kind: "permission"; requestID: string; permission: string; patterns: string[] }
@@ -52,14 +61,15 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
       return { sessionID: event.properties.info.id ?? event.properties.sessionID, signal: { kind: "deleted" } };
     case "message.updated": {
       const { info } = event.properties;
-      if (info.role !== "assistant") return null;
+      if (info.role !== "assistant") return { sessionID: info.sessionID, signal: { kind: "user", messageID: info.id } };
       return {
         sessionID: info.sessionID,
         signal: {
           kind: "assistant",
           messageID: info.id,
-          error: info.error ? errorText(info.error) : null,
           completed: info.time.completed !== undefined,
+          finish: info.finish ?? null,
+          error: info.error ? stepError(info.error) : null,
         },
       };
     }
@@ -77,8 +87,9 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
           },
         };
       }
-      if (part.type === "text" && !part.synthetic && part.text.length > 0) {
-        return { sessionID: part.sessionID, signal: { kind: "text", messageID: part.messageID, text: part.text } };
+      if (isAnswerText(part)) {
+        const { sessionID, messageID, id, text } = part;
+        return { sessionID, signal: { kind: "text", messageID, partID: id, text } };
       }
       return null;
     }
@@ -99,6 +110,11 @@ export function toSignal(event: OpencodeEvent): RoutedSignal | null {
   }
 }
 
+/** A text part that belongs to the answer: not injected by opencode (synthetic) nor hidden from the model (ignored). */
+export function isAnswerText(part: Part): part is Extract<Part, { type: "text" }> {
+  return part.type === "text" && !part.synthetic && !part.ignored;
+}
+
 /** A readable message from an opencode error value (`{name, data: {message}}`). */
 export function errorText(error: { name?: string; data?: unknown } | undefined): string {
   if (!error) return "unknown error";
@@ -109,3 +125,8 @@ export function errorText(error: { name?: string; data?: unknown } | undefined):
 }
 
 export const ABORTED_ERROR = "MessageAbortedError";
+
+/** How an assistant step failed: `aborted` when the run was aborted (by us, or by someone else). */
+export function stepError(error: { name?: string; data?: unknown }): { message: string; aborted: boolean } {
+  return { message: errorText(error), aborted: error.name === ABORTED_ERROR };
+}

@@ -1,33 +1,68 @@
 import type { SessionMessage } from "./client.js";
-import { ABORTED_ERROR, errorText } from "./session-signal.js";
+import { errorText, isAnswerText, stepError } from "./session-signal.js";
 
-/** How a session's run ended, read from its stored messages. */
+/** How a session's run ended, read from its stored messages or from its streamed events. */
 export type Outcome =
   | { kind: "pending" }
   | { kind: "completed"; text: string }
   | { kind: "error"; message: string; aborted: boolean };
 
 /**
- * The run is over when the last assistant message is finished: with an error, or completed and not
- * waiting for a tool round ("tool-calls" means another step follows).
+ * An assistant message (one LLM step) as far as the outcome goes. Stored messages (`stepsOf`) and the
+ * event stream (`StreamedAnswer`) both produce these, so the outcome is decided in one place.
  */
+export interface Step {
+  id: string;
+  /** `time.completed` is set. */
+  completed: boolean;
+  /** "tool-calls" means another step follows. */
+  finish: string | null;
+  error: { message: string; aborted: boolean } | null;
+  /** Its answer text (`answerText` of its answer text parts). */
+  text: string;
+}
+
+/** The assistant steps of stored messages, in order. */
+export function stepsOf(messages: SessionMessage[]): Step[] {
+  return messages.flatMap((message) => {
+    const { info } = message;
+    if (info.role !== "assistant") return [];
+    return [
+      {
+        id: info.id,
+        completed: info.time.completed !== undefined,
+        finish: info.finish ?? null,
+        error: info.error ? stepError(info.error) : null,
+        text: textOf(message),
+      },
+    ];
+  });
+}
+
 export function outcomeOf(messages: SessionMessage[]): Outcome {
-  const assistants = messages.filter((m) => m.info.role === "assistant");
-  const last = assistants.at(-1);
-  if (!last || last.info.role !== "assistant") return { kind: "pending" };
-  const info = last.info;
-  if (info.error) return { kind: "error", message: errorText(info.error), aborted: info.error.name === ABORTED_ERROR };
-  if (info.time.completed === undefined || info.finish === "tool-calls") return { kind: "pending" };
+  return outcomeOfSteps(stepsOf(messages));
+}
+
+/**
+ * The run is over when the last assistant step is finished: with an error, or completed and not
+ * waiting for a tool round.
+ */
+export function outcomeOfSteps(steps: Step[]): Outcome {
+  const last = steps.at(-1);
+  if (!last) return { kind: "pending" };
+  if (last.error) return { kind: "error", ...last.error };
+  if (!last.completed || last.finish === "tool-calls") return { kind: "pending" };
   // The final step may carry no text (a tool-only step); the answer is then the latest text written.
-  const text = [...assistants].reverse().map(textOf).find((t) => t.length > 0) ?? "";
-  return { kind: "completed", text };
+  return { kind: "completed", text: steps.findLast((s) => s.text.length > 0)?.text ?? "" };
 }
 
 export function textOf(message: SessionMessage): string {
-  return message.parts
-    .flatMap((p) => (p.type === "text" && !p.synthetic && !p.ignored ? [p.text] : []))
-    .join("\n")
-    .trim();
+  return answerText(message.parts.flatMap((p) => (isAnswerText(p) ? [p.text] : [])));
+}
+
+/** A step's answer: its answer text parts joined by line, trimmed. */
+export function answerText(texts: Iterable<string>): string {
+  return [...texts].join("\n").trim();
 }
 
 export interface TranscriptEntry {

@@ -1,7 +1,8 @@
 import type { OpencodeApi, OpencodeEvent } from "../opencode/client.js";
 import { OpencodeRequestError } from "../opencode/client.js";
 import { ABORTED_ERROR, toSignal, type SessionSignal } from "../opencode/session-signal.js";
-import { outcomeOf } from "../opencode/transcript.js";
+import { StreamedAnswer } from "../opencode/streamed-answer.js";
+import { outcomeOfSteps, stepsOf, type Step } from "../opencode/transcript.js";
 import { log } from "../log.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "./policy.js";
 import type { TaskRecords } from "./records.js";
@@ -24,12 +25,12 @@ interface Followed {
   /** Our prompt has been taken up (busy, retry or an assistant message seen): an idle now means done. */
   taken: boolean;
   toolCalls: Set<string>;
-  /** Assistant message ids seen: text parts of other messages (our own prompt) are not progress. */
-  assistantMessages: Set<string>;
+  /** What the stream has shown of the answer: settles a finished run without reading its messages. */
+  answer: StreamedAnswer;
   todos: Todo[];
   /** We aborted the session ourselves; the abort's own error events are expected, not a failure. */
   aborting: boolean;
-  /** A settle (messages read) is in flight; duplicate idles wait for it instead of reading again. */
+  /** A settle is in flight; duplicate idles wait for it instead of settling again. */
   settling: Promise<boolean> | null;
   /** When the last event for this session arrived (stall detection). */
   lastEventAt: number;
@@ -67,11 +68,13 @@ export class SessionFollower {
   }
 
   follow(taskId: string, sessionID: string): void {
+    const task = this.#records.get(taskId);
     this.#bySession.set(sessionID, {
       taskId,
       taken: false,
       toolCalls: new Set(),
-      assistantMessages: new Set(),
+      // Followed after the prompt (a recovery): the run's first events were not ours to see.
+      answer: new StreamedAnswer(task?.prompted_at === null),
       todos: [],
       aborting: false,
       settling: null,
@@ -79,7 +82,7 @@ export class SessionFollower {
       lastCall: null,
       repeats: 0,
       inputsSeen: new Set(),
-      continuations: this.#records.get(taskId)?.progress.todo_continuations ?? 0,
+      continuations: task?.progress.todo_continuations ?? 0,
       continuedAfter: null,
     });
   }
@@ -92,6 +95,11 @@ export class SessionFollower {
   markAborting(sessionID: string): void {
     const followed = this.#bySession.get(sessionID);
     if (followed) followed.aborting = true;
+  }
+
+  /** The event stream reconnected: what it sent meanwhile is lost, so settles read the messages again. */
+  onReconnect(): void {
+    for (const followed of this.#bySession.values()) followed.answer.lose();
   }
 
   get followedCount(): number {
@@ -124,12 +132,15 @@ export class SessionFollower {
           this.#records.progress(followed.taskId, { ...this.#progressOf(followed), retry: null });
         }
         return;
+      case "user":
+        followed.answer.onUser();
+        return;
       case "assistant":
         followed.taken = true;
-        followed.assistantMessages.add(signal.messageID);
+        followed.answer.onAssistant(signal);
         return;
       case "idle":
-        if (followed.taken) void this.settle(sessionID);
+        if (followed.taken) void this.#settleOnce(sessionID, followed, true);
         return;
       case "error":
         if (followed.aborting && signal.name === ABORTED_ERROR) return;
@@ -143,7 +154,7 @@ export class SessionFollower {
         return;
       case "text":
         // opencode also emits our prompt's text part (the user message); only assistant text is progress.
-        if (!followed.assistantMessages.has(signal.messageID)) return;
+        if (!followed.answer.onText(signal) || signal.text.length === 0) return;
         this.#records.progress(followed.taskId, { ...task.progress, last_message: preview(signal.text) });
         return;
       case "todos":
@@ -219,32 +230,28 @@ export class SessionFollower {
    */
   settle(sessionID: string): Promise<boolean> {
     const followed = this.#bySession.get(sessionID);
-    if (!followed) return Promise.resolve(false);
-    followed.settling ??= this.#settle(sessionID, followed).finally(() => {
+    return followed ? this.#settleOnce(sessionID, followed, false) : Promise.resolve(false);
+  }
+
+  /** `fromStream`: an idle; settle from the streamed answer when it shows the run over, else read. */
+  #settleOnce(sessionID: string, followed: Followed, fromStream: boolean): Promise<boolean> {
+    followed.settling ??= this.#settle(sessionID, followed, fromStream).finally(() => {
       followed.settling = null;
     });
     return followed.settling;
   }
 
-  async #settle(sessionID: string, followed: Followed): Promise<boolean> {
-    let messages;
-    try {
-      messages = await this.#api.messages(sessionID);
-    } catch (error) {
-      if (error instanceof OpencodeRequestError && error.status === 404) {
-        this.#records.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
-      } else {
-        log.warn("could not read a finished session; will retry on the next sweep", { sessionID, error: String(error) });
-        return false;
-      }
-      return true;
-    }
+  async #settle(sessionID: string, followed: Followed, fromStream: boolean): Promise<boolean> {
+    // No await before the finish when the stream tells: the idle's own turn ends the task.
+    let steps = fromStream ? followed.answer.steps() : null;
+    if (steps === null || outcomeOfSteps(steps).kind === "pending") steps = await this.#read(sessionID, followed);
+    if (steps === null) return false;
     const task = this.#records.get(followed.taskId);
     // Our own abort ends the task (an abort during a provider retry even looks like a finished answer).
     if (!task || task.status !== "running" || followed.aborting) return true;
-    const outcome = outcomeOf(messages);
+    const outcome = outcomeOfSteps(steps);
     if (outcome.kind === "pending") return true;
-    const lastAnswer = messages.findLast((m) => m.info.role === "assistant")?.info.id ?? null;
+    const lastAnswer = steps.at(-1)?.id ?? null;
     if (lastAnswer !== null && lastAnswer === followed.continuedAfter) return true; // the continuation has not answered yet
     if (outcome.kind === "error") {
       if (outcome.aborted && followed.aborting) return true;
@@ -264,13 +271,27 @@ export class SessionFollower {
     const result = incomplete.length
       ? `${outcome.text}\n\nIncomplete todos:\n${incomplete.map((t) => `- [${t.status}] ${t.content}`).join("\n")}`
       : outcome.text;
-    this.#records.progress(followed.taskId, {
+    const progress = {
       ...task.progress,
       last_message: preview(outcome.text) || task.progress.last_message,
       ...(incomplete.length ? { incomplete_todos: incomplete } : {}),
-    });
-    this.#records.finish(followed.taskId, "completed", { result });
+    };
+    this.#records.finish(followed.taskId, "completed", { result, progress });
     return true;
+  }
+
+  /** The session's steps from its stored messages; [] when it is gone (the task ended), null when unreadable. */
+  async #read(sessionID: string, followed: Followed): Promise<Step[] | null> {
+    try {
+      return stepsOf(await this.#api.messages(sessionID));
+    } catch (error) {
+      if (!(error instanceof OpencodeRequestError && error.status === 404)) {
+        log.warn("could not read a finished session; will retry on the next sweep", { sessionID, error: String(error) });
+        return null;
+      }
+      this.#records.finish(followed.taskId, "error", { error: `session ${sessionID} no longer exists in opencode` });
+      return [];
+    }
   }
 
   /**

@@ -2,7 +2,15 @@ import { EventEmitter } from "node:events";
 import { clip } from "../opencode/transcript.js";
 import { DEFAULT_POLICY } from "./policy.js";
 import type { ListOptions, OutboxMessage, TaskStore } from "./store.js";
-import { isTerminal, transition, type Task, type TaskProgress, type TaskStatus, type TerminalStatus } from "./task.js";
+import {
+  isTerminal,
+  transition,
+  type Task,
+  type TaskProgress,
+  type TaskStatus,
+  type TerminalFields,
+  type TerminalStatus,
+} from "./task.js";
 
 /**
  * What changed about a task: `task.<status>` for status changes, `task.retrying` when the provider fails
@@ -127,9 +135,10 @@ export class TaskRecords extends EventEmitter<{ change: [TaskChange] }> implemen
 
   /**
    * Ends a task, once: a terminal task never changes again. The result is clipped to the policy's limit.
+   * The final progress goes in the same write (one write and one announcement per ending).
    * Returns whether this call ended it.
    */
-  finish(id: string, status: TerminalStatus, fields: { result?: string | null; error?: string | null }): boolean {
+  finish(id: string, status: TerminalStatus, fields: TerminalFields): boolean {
     const task = this.get(id);
     const result = typeof fields.result === "string" ? clip(fields.result, this.#maxResultChars) : fields.result;
     const next = task && transition(task, status, Date.now(), { ...fields, ...(result === undefined ? {} : { result }) });

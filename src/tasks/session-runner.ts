@@ -50,6 +50,9 @@ export class SessionRunner implements SessionControl {
     this.#follower = new SessionFollower(options.api, options.records, this, this.#o.policy);
     this.#stopped = new StoppedSessions(options.api);
     options.events.on("event", (event) => this.#onEvent(event));
+    options.events.on("connected", (reconnect) => {
+      if (reconnect) this.#follower.onReconnect();
+    });
   }
 
   #onEvent(event: OpencodeEvent): void {

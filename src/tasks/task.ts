@@ -104,16 +104,18 @@ export function createTask(id: string, input: NewTask, now: number): Task {
   };
 }
 
+/** What a terminal state carries besides its status: the result or error, and the final progress. */
+export interface TerminalFields {
+  result?: string | null;
+  error?: string | null;
+  progress?: TaskProgress;
+}
+
 /**
  * Moves a task to `to`, returning the new task, or null when the move is not allowed
  * (a terminal task never changes again; a duplicate event becomes a no-op).
  */
-export function transition(
-  task: Task,
-  to: TaskStatus,
-  now: number,
-  fields: { result?: string | null; error?: string | null } = {},
-): Task | null {
+export function transition(task: Task, to: TaskStatus, now: number, fields: TerminalFields = {}): Task | null {
   if (!canTransition(task.status, to)) return null;
   const next: Task = { ...task, status: to, ...fields };
   if (to === "running") next.started_at = now;

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { OpencodeEvent, SessionMessage, SessionStatus } from "../../src/opencode/client.js";
+import type { OpencodeEvent, Part, SessionMessage, SessionStatus } from "../../src/opencode/client.js";
 import { OpencodeRequestError, OpencodeUnreachableError } from "../../src/opencode/client.js";
 import { SessionFollower, type FollowerApi, type SessionControl } from "../../src/tasks/follower.js";
 import { DEFAULT_POLICY, TODO_CONTINUE_PROMPT, type TaskPolicy } from "../../src/tasks/policy.js";
@@ -32,6 +32,7 @@ import {
   toolState,
   unknownError,
   userMessage,
+  type OpencodeError,
 } from "./opencode-fixtures.js";
 
 const PROMPTED_AT = 100_000;
@@ -61,7 +62,9 @@ function recordedRecords(did: Did): TaskRecords {
   const records = new TaskRecords(new SqliteTaskStore(":memory:"));
   const finish = records.finish.bind(records);
   records.finish = (taskId, status, fields) => {
-    did.finishes.push({ taskId, status, fields: { ...fields } });
+    // The final progress is checked on the task itself.
+    const { progress: _final, ...ended } = fields;
+    did.finishes.push({ taskId, status, fields: ended });
     return finish(taskId, status, fields);
   };
   const progress = records.progress.bind(records);
@@ -171,8 +174,11 @@ function setup(policy?: Partial<TaskPolicy>) {
   const control = new FakeControl(did, records, (sessionID) => follower.markAborting(sessionID));
   const follower =
     policy === undefined ? new SessionFollower(api, records, control) : new SessionFollower(api, records, control, { ...DEFAULT_POLICY, ...policy });
-  /** A running, prompted task following `sessionID`, as the session runner leaves it. */
-  const start = (taskId: string, sessionID: string, promptedAt: number | null = PROMPTED_AT): Task => {
+  /**
+   * A running, prompted task following `sessionID`, as the session runner leaves it: followed before its
+   * prompt, or (`recovered`) only after it, as after a restart.
+   */
+  const start = (taskId: string, sessionID: string, promptedAt: number | null = PROMPTED_AT, recovered = false): Task => {
     const now = Date.now();
     records.add(
       createTask(
@@ -191,13 +197,14 @@ function setup(policy?: Partial<TaskPolicy>) {
     );
     vi.setSystemTime(PROMPTED_AT - 500);
     records.markRunning(taskId);
+    if (!recovered) follower.follow(taskId, sessionID);
     records.markSession(taskId, sessionID, false);
     if (promptedAt !== null) {
       vi.setSystemTime(promptedAt);
       records.markPrompted(taskId);
     }
     vi.setSystemTime(now);
-    follower.follow(taskId, sessionID);
+    if (recovered) follower.follow(taskId, sessionID);
     return records.get(taskId)!;
   };
   const feed = (...events: OpencodeEvent[]): void => {
@@ -256,19 +263,20 @@ describe("SessionFollower: completion", () => {
     await flush();
 
     expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: answer } }]);
-    expect(api.messageReads).toEqual([S]);
+    expect(api.messageReads).toEqual([]);
     expect(task("t1").status).toBe("completed");
     expect(task("t1").result).toBe(answer);
     expect(task("t1").progress.last_message).toBe(answer);
     expect(task("t1").progress.tool_calls).toBe(0);
   });
 
-  it("takes the result from the stored messages, not from the streamed preview", async () => {
+  it("takes the result from the stored messages when it followed the session only after the prompt", async () => {
     const { did, api, start, feed } = setup();
-    start("t1", S);
+    start("t1", S, PROMPTED_AT, true);
     api.answer(S, answered(S, PROMPT, "stored final answer"));
     feed(...textRun(S, "streamed text that was later revised"));
     await flush();
+    expect(api.messageReads).toEqual([S]);
     expect(did.finishes).toHaveLength(1);
     expect(did.finishes[0]!.fields.result).toBe("stored final answer");
   });
@@ -375,6 +383,173 @@ describe("SessionFollower: completion", () => {
     expect(did.finishes[0]!.status).toBe("error");
     expect(did.finishes[0]!.fields.error).toContain(S);
     expect(did.finishes[0]!.fields.error).toContain("no longer exists");
+  });
+});
+
+/** One assistant step of a scripted run: its text parts, its tool calls, and how it ended. */
+interface ScriptStep {
+  texts?: Array<string | { text: string; synthetic?: boolean; ignored?: boolean }>;
+  tools?: string[];
+  finish?: "stop" | "tool-calls";
+  error?: OpencodeError;
+}
+
+/**
+ * A run as opencode streams it (our prompt, then each step: created, its parts streamed from empty to
+ * full, finished; then idle) and as it stores it, from one script, so the two sources agree.
+ */
+function scripted(sessionID: string, steps: ScriptStep[]): { events: OpencodeEvent[]; messages: SessionMessage[] } {
+  const user = userMessage(sessionID, "msg_user");
+  const prompt = textPart(sessionID, user.id, PROMPT);
+  const events = [messageUpdated(user), partUpdated(prompt), busy(sessionID)];
+  const messages: SessionMessage[] = [{ info: user, parts: [prompt] }];
+  steps.forEach((step, i) => {
+    const id = `msg_a${i + 1}`;
+    const ended = step.error ? { error: step.error } : { finish: step.finish ?? "stop" };
+    const parts: Part[] = [stepStart(sessionID, id)];
+    events.push(messageUpdated(assistantMessage(sessionID, { id, completed: false, parentID: user.id })), partUpdated(parts[0]!));
+    for (const entry of step.texts ?? []) {
+      const { text, ...extra } = typeof entry === "string" ? { text: entry } : entry;
+      const part = textPart(sessionID, id, text, extra);
+      events.push(partUpdated({ ...part, text: "" }), partUpdated(part));
+      parts.push(part);
+    }
+    for (const tool of step.tools ?? []) {
+      const call = toolPart(sessionID, id, `call_${id}_${tool}`, tool, toolState("completed", {}, "ok"));
+      events.push(partUpdated(call));
+      parts.push(call);
+    }
+    if (!step.error) parts.push(stepFinish(sessionID, id, step.finish ?? "stop"));
+    const info = assistantMessage(sessionID, { id, parentID: user.id, ...ended });
+    events.push(...parts.slice(-1).map(partUpdated), messageUpdated(info));
+    messages.push({ info, parts });
+  });
+  events.push(statusIdle(sessionID), sessionIdle(sessionID));
+  return { events, messages };
+}
+
+describe("SessionFollower: settling from the streamed events", () => {
+  const lookThenAnswer: ScriptStep[] = [
+    { texts: ["Let me look."], tools: ["grep"], finish: "tool-calls" },
+    { texts: ["Found it: parse() in src/config.ts."] },
+  ];
+  const cases: Array<[string, ScriptStep[], { result: string } | { error: string }]> = [
+    ["a text answer", [{ texts: ["The config is parsed in src/config.ts."] }], { result: "The config is parsed in src/config.ts." }],
+    [
+      "an answer in several parts, synthetic and ignored ones left out",
+      [{ texts: ["part one", { text: "injected", synthetic: true }, { text: "hidden", ignored: true }, "", "part two  "] }],
+      { result: "part one\n\npart two" },
+    ],
+    ["a tool round, then the answer", lookThenAnswer, { result: "Found it: parse() in src/config.ts." }],
+    [
+      "tool rounds ending in a step without text (the latest text written)",
+      [
+        { texts: ["Looking."], tools: ["grep"], finish: "tool-calls" },
+        { tools: ["read"], finish: "tool-calls" },
+        { texts: ["  "], tools: ["bash"], finish: "tool-calls" },
+        {},
+      ],
+      { result: "Looking." },
+    ],
+    ["an empty answer", [{ tools: ["bash"], finish: "tool-calls" }, {}], { result: "" }],
+    ["an error on the last step", [{ texts: ["partial"], error: apiError("upstream overloaded", 529) }], { error: "APIError: upstream overloaded (HTTP 529)" }],
+    ["an abort we did not ask for", [{ texts: ["partial"], error: abortedError() }], { error: "MessageAbortedError: Aborted" }],
+  ];
+
+  it.each(cases)("ends %s from the events without reading messages, as the read ends it", async (_, steps, expected) => {
+    const { events, messages } = scripted(S, steps);
+    const fromStream = setup();
+    fromStream.start("t1", S);
+    fromStream.feed(...events);
+    await flush();
+
+    const fromRead = setup();
+    fromRead.start("t1", S, PROMPTED_AT, true);
+    fromRead.api.answer(S, messages);
+    fromRead.feed(...events);
+    await flush();
+
+    const status = "result" in expected ? "completed" : "error";
+    expect(fromStream.api.messageReads).toEqual([]);
+    expect(fromRead.api.messageReads).toEqual([S]);
+    expect(fromStream.did.finishes).toEqual([{ taskId: "t1", status, fields: expected }]);
+    expect(fromRead.did.finishes).toEqual(fromStream.did.finishes);
+    expect(fromStream.task("t1")).toEqual(fromRead.task("t1"));
+  });
+
+  it("ends the task in the idle's own turn, with its final progress, as one stored change", () => {
+    const { records, start, feed } = setup();
+    start("t1", S);
+    const { events } = scripted(S, lookThenAnswer);
+    const idles = events.splice(-2);
+    feed(...events);
+    const changes: string[] = [];
+    records.on("change", ({ event, task }) => changes.push(`${event} ${task.progress.last_message}`));
+    feed(...idles);
+    expect(changes).toEqual(["task.completed Found it: parse() in src/config.ts."]);
+  });
+
+  it("settles a long run from the events: the latest text, however many steps came after it", async () => {
+    const steps: ScriptStep[] = [
+      { texts: ["First look."], finish: "tool-calls", tools: ["grep"] },
+      ...Array.from({ length: 300 }, (_, i): ScriptStep => ({ texts: i === 150 ? ["Halfway."] : [], tools: ["read"], finish: "tool-calls" })),
+      {},
+    ];
+    const { did, api, start, feed } = setup({ maxToolCalls: 1_000, maxRepeatedToolCalls: 1_000 });
+    start("t1", S);
+    feed(...scripted(S, steps).events);
+    await flush();
+    expect(api.messageReads).toEqual([]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "Halfway." } }]);
+  });
+
+  it("reads the messages when the stream reconnected during the run (events may be lost)", async () => {
+    const { did, api, start, feed, follower } = setup();
+    start("t1", S);
+    const { events, messages } = scripted(S, lookThenAnswer);
+    api.answer(S, messages);
+    feed(...events.slice(0, 6));
+    follower.onReconnect();
+    feed(...events.slice(6));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "Found it: parse() in src/config.ts." } }]);
+  });
+
+  it("reads the messages when it did not see the run start (no user message since it followed)", async () => {
+    const { did, api, start, feed } = setup();
+    start("t1", S);
+    const { events, messages } = scripted(S, lookThenAnswer);
+    api.answer(S, messages);
+    feed(...events.slice(2));
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+  });
+
+  it("reads the messages when an older step changes after a newer one started", async () => {
+    const { did, api, start, feed } = setup();
+    start("t1", S);
+    const { events, messages } = scripted(S, [{ tools: ["grep"], finish: "tool-calls" }, ...lookThenAnswer]);
+    api.answer(S, messages);
+    const idles = events.splice(-2);
+    feed(...events, partUpdated(textPart(S, "msg_a1", "a late word")), ...idles);
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+  });
+
+  it("reads the messages when the stream shows the last step unfinished at idle", async () => {
+    const { did, api, start, feed } = setup();
+    start("t1", S);
+    const { events, messages } = scripted(S, lookThenAnswer);
+    api.answer(S, messages);
+    const idles = events.splice(-2);
+    events.splice(-1); // the last step's completion is never streamed
+    feed(...events, ...idles);
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
   });
 });
 
@@ -531,11 +706,12 @@ describe("SessionFollower: cancellation and abort", () => {
   });
 
   it("treats an abort it did not ask for as an error", async () => {
-    const { did, start, feed } = setup();
+    const { did, api, start, feed } = setup();
     start("t1", S);
     feed(...promptTaken(S), sessionError(S, abortedError()), statusIdle(S), sessionIdle(S));
     await flush();
     expect(did.finishes).toHaveLength(1);
+    expect(api.messageReads).toEqual([]);
     expect(did.finishes[0]!.status).toBe("error");
     expect(did.finishes[0]!.fields.error).toContain("Aborted");
   });
@@ -750,7 +926,7 @@ describe("SessionFollower: routing", () => {
     await flush();
     expect(did.finishes).toHaveLength(1);
     expect(did.progresses).toHaveLength(progressCalls);
-    expect(api.messageReads).toEqual([S]);
+    expect(api.messageReads).toEqual([]);
     expect(task("t1")).toEqual(finished);
   });
 
