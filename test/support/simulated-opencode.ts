@@ -87,6 +87,8 @@ interface Connection {
   queue: Event[];
   wake: (() => void) | null;
   lost: boolean;
+  /** The consumer's loss report: called the moment the connection is lost (a closed socket is noticed at once). */
+  onError: (error: unknown) => void;
 }
 
 export interface PromptRecord {
@@ -816,6 +818,7 @@ export class SimulatedOpencode implements OpencodeApi {
     for (const connection of this.#connections) {
       connection.lost = true;
       connection.queue.length = 0;
+      connection.onError(new TypeError("terminated: other side closed"));
       connection.wake?.();
     }
   }
@@ -842,7 +845,7 @@ export class SimulatedOpencode implements OpencodeApi {
         await Promise.race([aborted, new Promise<void>((resolve) => this.#waitingForStream.add(resolve))]);
         continue;
       }
-      const connection: Connection = { queue: [], wake: null, lost: false };
+      const connection: Connection = { queue: [], wake: null, lost: false, onError };
       this.#connections.add(connection);
       try {
         this.activity++;
@@ -861,7 +864,6 @@ export class SimulatedOpencode implements OpencodeApi {
         this.#connections.delete(connection);
       }
       if (signal.aborted) return;
-      onError(new TypeError("terminated: other side closed"));
       if (this.#disconnectMode === "end") return;
       if (this.#disconnectMode === "throw") throw new TypeError("terminated: other side closed");
     }
