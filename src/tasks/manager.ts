@@ -104,6 +104,7 @@ export class TaskManager {
     this.#sweep = setInterval(() => void this.#resync(false), this.#sweepMs);
     this.#sweep.unref();
     const unfinished = this.#records.unfinished();
+    this.#runner.recover(unfinished);
     const running = unfinished.filter((t) => t.status === "running");
     const queued = unfinished.filter((t) => t.status === "queued");
     for (const task of running) this.#enqueue(task, () => this.#runner.resume(task.id));

@@ -36,6 +36,7 @@ import {
   type PermissionReply,
   type PromptInput,
   type SessionMessage,
+  type SessionSummary,
   type ToastVariant,
 } from "../../src/opencode/client.js";
 
@@ -202,6 +203,15 @@ export class SimulatedOpencode implements OpencodeApi {
       this.#emit({ id: this.#id("evt"), type: "session.updated", properties: { sessionID: id, info: structuredClone(info) } });
       return id;
     });
+  }
+
+  sessions(filter: { search: string; since?: number }): Promise<SessionSummary[]> {
+    return this.#call("list sessions", () =>
+      [...this.#sessions.values()]
+        .map(({ info }) => ({ id: info.id, title: info.title, created: info.time.created }))
+        .filter((s) => s.title.includes(filter.search) && s.created >= (filter.since ?? 0))
+        .reverse(),
+    );
   }
 
   sessionExists(sessionID: string): Promise<boolean> {
