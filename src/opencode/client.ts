@@ -58,6 +58,14 @@ export interface OpencodeOptions {
  */
 export const REQUESTS_IN_FLIGHT = 16;
 
+/** A session as a listing shows it. */
+export interface SessionSummary {
+  id: string;
+  title: string;
+  /** Epoch ms. */
+  created: number;
+}
+
 export type ToastVariant = "info" | "success" | "warning" | "error";
 export type PermissionReply = "once" | "always" | "reject";
 
@@ -75,6 +83,8 @@ export interface OpencodeApi {
   agents(): Promise<Agent[]>;
   /** Creates a session (a child of `parentID` when given) and returns its id. */
   createSession(input: { title: string; parentID?: string }): Promise<string>;
+  /** The directory's sessions whose title contains `search`, created at or after `since` (epoch ms). */
+  sessions(filter: { search: string; since?: number }): Promise<SessionSummary[]>;
   /** Whether opencode knows the session: false when it answers 404. */
   sessionExists(sessionID: string): Promise<boolean>;
   /** Sends a prompt without waiting for the turn (`prompt_async`); the turn shows in the event stream. */
@@ -126,6 +136,11 @@ export class OpencodeHttpApi implements OpencodeApi {
   async createSession(input: { title: string; parentID?: string }): Promise<string> {
     const session = await this.#call("create a session", () => this.#sdk.session.create(input));
     return session.id;
+  }
+
+  async sessions(filter: { search: string; since?: number }): Promise<SessionSummary[]> {
+    const sessions = await this.#call("list sessions", () => this.#sdk.session.list({ search: filter.search, start: filter.since }));
+    return sessions.map((s) => ({ id: s.id, title: s.title, created: s.time.created }));
   }
 
   async sessionExists(sessionID: string): Promise<boolean> {

@@ -4,6 +4,7 @@ import type { ModelRef } from "../opencode/client.js";
 import type { EventWatcher } from "../opencode/event-watcher.js";
 import { log } from "../log.js";
 import { AgentQueues, type ConcurrencyLimits } from "./agent-queues.js";
+import { LaunchChecks } from "./launch-checks.js";
 import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
 import type { TaskRecords } from "./records.js";
 import { SessionRunner } from "./session-runner.js";
@@ -63,8 +64,8 @@ export class TaskManager {
   readonly #dequeue = new Map<string, AbortController>();
   readonly #sweepMs: number;
   readonly #policy: TaskPolicy;
-  /** The agent list, refetched when a launch names an agent it does not have (or after a minute). */
-  #agents: { names: string[]; at: number } | null = null;
+  /** Agents, opencode's reachability and existing sessions, known without a round trip. */
+  readonly #checks: LaunchChecks;
   #sweep: NodeJS.Timeout | undefined;
 
   constructor(options: TaskManagerOptions) {
@@ -72,6 +73,7 @@ export class TaskManager {
     this.#records = options.records;
     this.#events = options.events;
     this.#queues = new AgentQueues(options.concurrency);
+    this.#checks = new LaunchChecks(options.api, options.events);
     this.#policy = options.policy ?? DEFAULT_POLICY;
     this.#sweepMs = options.sweepIntervalMs ?? Math.min(30_000, this.#policy.stallMs);
     this.#runner = new SessionRunner({
@@ -99,9 +101,11 @@ export class TaskManager {
    */
   start(): { resumed: number; requeued: number } {
     this.#events.start();
+    this.#checks.start();
     this.#sweep = setInterval(() => void this.#resync(false), this.#sweepMs);
     this.#sweep.unref();
     const unfinished = this.#records.unfinished();
+    this.#runner.recover(unfinished);
     const running = unfinished.filter((t) => t.status === "running");
     const queued = unfinished.filter((t) => t.status === "queued");
     for (const task of running) this.#enqueue(task, () => this.#runner.resume(task.id));
@@ -111,6 +115,7 @@ export class TaskManager {
 
   stop(): void {
     clearInterval(this.#sweep);
+    this.#checks.stop();
     this.#events.stop();
   }
 
@@ -125,14 +130,18 @@ export class TaskManager {
     if (Buffer.byteLength(input.prompt, "utf8") > MAX_PROMPT_BYTES) {
       throw new TaskInputError(`prompt is ${Buffer.byteLength(input.prompt, "utf8")} bytes; at most ${MAX_PROMPT_BYTES} bytes (1 MB) are allowed`);
     }
-    await this.#checkAgent(input.agent);
+    await this.#checks.reachable();
+    const agents = await this.#checks.agentsFor(input.agent);
+    if (!agents.includes(input.agent)) {
+      throw new TaskInputError(`unknown agent "${input.agent.slice(0, 80)}"; the opencode server at ${this.#api.url} has: ${agents.join(", ")}`);
+    }
     const waiting = this.#queues.waiting(input.agent);
     if (waiting >= this.#policy.maxQueuedPerAgent) {
       throw new TaskInputError(
         `agent "${input.agent}" already has ${waiting} tasks waiting for a slot; at most ${this.#policy.maxQueuedPerAgent} may wait (limits.maxQueuedPerAgent). Try again when some have finished.`,
       );
     }
-    if (input.parent_session_id && !(await this.#api.sessionExists(input.parent_session_id))) {
+    if (input.parent_session_id && !(await this.#checks.sessionExists(input.parent_session_id))) {
       throw new TaskInputError(`parent_session_id "${input.parent_session_id.slice(0, 80)}" is not a session of the opencode server at ${this.#api.url}`);
     }
     const parentTask = input.parent_session_id ? this.#records.findBySession(input.parent_session_id) : undefined;
@@ -211,21 +220,6 @@ export class TaskManager {
     }
     await this.#runner.stop(id, "cancelled by request", "cancelled");
     return null;
-  }
-
-  async #checkAgent(agent: string): Promise<void> {
-    const fresh = this.#agents && Date.now() - this.#agents.at < 60_000;
-    // With a cached list, a health check (cheap even while opencode is busy) still makes a launch fail at
-    // once, naming the URL, when opencode is down.
-    if (fresh && this.#agents!.names.includes(agent)) await this.#api.health();
-    else {
-      const agents = await this.#api.agents();
-      this.#agents = { names: agents.filter((a) => !a.hidden).map((a) => a.name), at: Date.now() };
-    }
-    const usable = this.#agents!.names;
-    if (!usable.includes(agent)) {
-      throw new TaskInputError(`unknown agent "${agent.slice(0, 80)}"; the opencode server at ${this.#api.url} has: ${usable.join(", ")}`);
-    }
   }
 
   async #resync(all: boolean): Promise<void> {

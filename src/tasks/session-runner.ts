@@ -6,6 +6,7 @@ import { log } from "../log.js";
 import { SessionFollower, type SessionControl } from "./follower.js";
 import { DEFAULT_POLICY, type TaskPolicy } from "./policy.js";
 import type { TaskRecords } from "./records.js";
+import { claimMarkedSessions, sessionTitle } from "./session-marks.js";
 import { StoppedSessions } from "./stopped-sessions.js";
 import { isTerminal, type Task, type TerminalStatus } from "./task.js";
 import { formatMs } from "./task-text.js";
@@ -44,6 +45,8 @@ export class SessionRunner implements SessionControl {
   readonly #stopping = new Set<string>();
   /** Per task, the prompt opencode has not answered yet: a run it starts must not escape a stop. */
   readonly #prompting = new Map<string, Promise<void>>();
+  /** The restart's look for sessions created before the crash (see claimMarkedSessions); jobs wait for it before creating one. */
+  #claimed: Promise<void> = Promise.resolve();
 
   constructor(options: SessionRunnerOptions) {
     this.#o = { ...options, policy: options.policy ?? DEFAULT_POLICY };
@@ -71,6 +74,16 @@ export class SessionRunner implements SessionControl {
     await this.#follower.resync(now, all);
   }
 
+  /**
+   * After a restart, before any job creates a session: give unfinished tasks back the sessions opencode
+   * made for them before the crash, and delete marked sessions no task refers to.
+   */
+  recover(unfinished: readonly Task[]): void {
+    if (unfinished.length === 0) return;
+    const since = Math.min(...unfinished.map((t) => t.created_at));
+    this.#claimed = claimMarkedSessions(this.#o.api, this.#o.records, this.#o.embedded, since);
+  }
+
   /** A queued task's job: it has a slot now. */
   async run(taskId: string): Promise<void> {
     if (!this.#o.records.markRunning(taskId)) return;
@@ -90,10 +103,11 @@ export class SessionRunner implements SessionControl {
     let timer: NodeJS.Timeout | undefined;
     try {
       if (task.session_id === null) {
-        const sessionID = await api.createSession({
-          title: `${task.description} (@${task.agent} background)`,
-          ...(task.parent_session_id ? { parentID: task.parent_session_id } : {}),
-        });
+        await this.#claimed;
+        task = records.get(taskId)!;
+      }
+      if (task.session_id === null) {
+        const sessionID = await api.createSession(this.#sessionInput(task));
         follower.follow(taskId, sessionID);
         records.markSession(taskId, sessionID, this.#o.embedded);
         task = records.get(taskId)!;
@@ -134,6 +148,11 @@ export class SessionRunner implements SessionControl {
         await this.#stopped.whenStopped(sessionID);
       }
     }
+  }
+
+  /** The task id is in the title from the start (see session-marks). */
+  #sessionInput(task: Task): { title: string; parentID?: string } {
+    return { title: sessionTitle(task), ...(task.parent_session_id ? { parentID: task.parent_session_id } : {}) };
   }
 
   async #prompt(task: Task, text: string): Promise<void> {

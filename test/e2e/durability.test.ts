@@ -83,6 +83,30 @@ describe("durable tasks", () => {
     await mcp.close();
   });
 
+  it("gives a task back the session opencode created for it when the server died before recording it", async () => {
+    const dataDir = tempDir("bg-unrecorded-");
+    let mcp = await attach(dataDir);
+    const task = await mcp.ok<View>("background_task", { agent: "alpha", description: "unrecorded", prompt: "[[hold:dur-unrec]][[reply:kept]] dur-unrec" });
+    await waitFor("the request at the model", () => requestsWith("dur-unrec") === 1);
+    kill(mcp);
+    await mcp.close().catch(() => undefined);
+    const session = (await sessionOf(dataDir, task.task_id))!;
+    // As if the kill came between opencode creating the session and our record of it.
+    const db = new Database(join(dataDir, "tasks.db"));
+    db.prepare("UPDATE tasks SET session_id = NULL, data = json_set(data, '$.session_id', NULL, '$.prompted_at', NULL) WHERE id = ?").run(task.task_id);
+    db.close();
+
+    mcp = await attach(dataDir);
+    await waitFor("the task to get its session back", async () => (await sessionOf(dataDir, task.task_id)) === session);
+    backend.model.release("dur-unrec");
+    const view = await mcp.ok<View>("background_output", { task_id: task.task_id, block: true, timeout_ms: 60_000 });
+    expect(view).toMatchObject({ status: "completed", result: "kept" });
+    const marked = (await sdk.session.list({ search: task.task_id })).data!;
+    expect(marked.map((s) => s.id)).toEqual([session]);
+    expect(requestsWith("dur-unrec")).toBe(1);
+    await mcp.close();
+  });
+
   it("announces once, after start, a task that finished while the server was down", async () => {
     const dataDir = tempDir("bg-downtime-");
     const parent = await parentWithHistory();

@@ -36,6 +36,7 @@ import {
   type PermissionReply,
   type PromptInput,
   type SessionMessage,
+  type SessionSummary,
   type ToastVariant,
 } from "../../src/opencode/client.js";
 
@@ -87,6 +88,8 @@ interface Connection {
   queue: Event[];
   wake: (() => void) | null;
   lost: boolean;
+  /** The consumer's loss report: called the moment the connection is lost (a closed socket is noticed at once). */
+  onError: (error: unknown) => void;
 }
 
 export interface PromptRecord {
@@ -200,6 +203,15 @@ export class SimulatedOpencode implements OpencodeApi {
       this.#emit({ id: this.#id("evt"), type: "session.updated", properties: { sessionID: id, info: structuredClone(info) } });
       return id;
     });
+  }
+
+  sessions(filter: { search: string; since?: number }): Promise<SessionSummary[]> {
+    return this.#call("list sessions", () =>
+      [...this.#sessions.values()]
+        .map(({ info }) => ({ id: info.id, title: info.title, created: info.time.created }))
+        .filter((s) => s.title.includes(filter.search) && s.created >= (filter.since ?? 0))
+        .reverse(),
+    );
   }
 
   sessionExists(sessionID: string): Promise<boolean> {
@@ -816,6 +828,7 @@ export class SimulatedOpencode implements OpencodeApi {
     for (const connection of this.#connections) {
       connection.lost = true;
       connection.queue.length = 0;
+      connection.onError(new TypeError("terminated: other side closed"));
       connection.wake?.();
     }
   }
@@ -842,7 +855,7 @@ export class SimulatedOpencode implements OpencodeApi {
         await Promise.race([aborted, new Promise<void>((resolve) => this.#waitingForStream.add(resolve))]);
         continue;
       }
-      const connection: Connection = { queue: [], wake: null, lost: false };
+      const connection: Connection = { queue: [], wake: null, lost: false, onError };
       this.#connections.add(connection);
       try {
         this.activity++;
@@ -861,7 +874,6 @@ export class SimulatedOpencode implements OpencodeApi {
         this.#connections.delete(connection);
       }
       if (signal.aborted) return;
-      onError(new TypeError("terminated: other side closed"));
       if (this.#disconnectMode === "end") return;
       if (this.#disconnectMode === "throw") throw new TypeError("terminated: other side closed");
     }
