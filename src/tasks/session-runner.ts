@@ -101,23 +101,25 @@ export class SessionRunner implements SessionControl {
     let task = records.get(taskId);
     if (!task || isTerminal(task.status)) return;
     let timer: NodeJS.Timeout | undefined;
+    // Kept here, not read back from the record: a task that ends while its session is being created never
+    // records it, and the session must still be unfollowed and deleted.
+    let sessionID: string | null = task.session_id;
     try {
-      if (task.session_id === null) {
+      if (sessionID === null) {
         await this.#claimed;
-        task = records.get(taskId)!;
+        sessionID = records.get(taskId)!.session_id;
       }
-      if (task.session_id === null) {
-        const sessionID = await api.createSession(this.#sessionInput(task));
+      if (sessionID === null) {
+        sessionID = await api.createSession(this.#sessionInput(task));
         follower.follow(taskId, sessionID);
         records.markSession(taskId, sessionID, this.#o.embedded);
-        task = records.get(taskId)!;
       } else {
-        follower.follow(taskId, task.session_id);
+        follower.follow(taskId, sessionID);
       }
-      const sessionID = task.session_id!;
+      task = records.get(taskId)!;
       await this.#o.events.ready();
       if (this.#ended(taskId)) {
-        // Cancelled while the session was being set up: it never gets our prompt.
+        // Ended while the session was being set up: it never gets our prompt.
         if (task.prompted_at === null) await api.deleteSession(sessionID).catch(() => undefined);
         return;
       }
@@ -141,8 +143,7 @@ export class SessionRunner implements SessionControl {
       records.finish(taskId, "error", { error: error instanceof Error ? error.message : String(error) });
     } finally {
       clearTimeout(timer);
-      const sessionID = records.get(taskId)?.session_id;
-      if (sessionID) {
+      if (sessionID !== null) {
         follower.unfollow(sessionID);
         // An abort that has not reached opencode yet: the session may still run, so the slot stays taken.
         await this.#stopped.whenStopped(sessionID);

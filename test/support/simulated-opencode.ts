@@ -579,6 +579,11 @@ export class SimulatedOpencode implements OpencodeApi {
     return this.#running.get(agentName) ?? 0;
   }
 
+  /** Every session opencode holds (not deleted), with its title. */
+  liveSessions(): Array<{ sessionID: string; title: string }> {
+    return [...this.#sessions].map(([sessionID, session]) => ({ sessionID, title: session.info.title }));
+  }
+
   activeRuns(): ActiveRun[] {
     const out: ActiveRun[] = [];
     for (const [sessionID, session] of this.#sessions) {

@@ -412,6 +412,11 @@ export class TaskWorld {
       const n = this.terminalEvents.get(task.id) ?? 0;
       if (n !== 1) this.violations.push(`${task.key}: ${n} terminal events`);
     }
+    // No orphan: every session opencode still holds is the one its task's record refers to.
+    const referred = new Set(this.tasks.map((t) => this.store.get(t.id)?.session_id));
+    for (const { sessionID, title } of this.sim.liveSessions()) {
+      if (!referred.has(sessionID)) this.violations.push(`session ${sessionID} ("${title}") is left in opencode, and no task refers to it`);
+    }
     // Every slot is free: as many new tasks as the limit start at once on each agent.
     const fresh: TaskRecord[] = [];
     const before = this.tasks.length;
