@@ -9,8 +9,9 @@
  *   a stale `busy` in the map until `abort` is called on the deleted id.
  * - `abort` always succeeds; on a run it emits `session.error MessageAbortedError` and idle twice, and the
  *   assistant message gets the error. During a retry back-off there is no `session.error`.
- * - The event stream starts every connection with `server.connected`; events emitted while the stream is
- *   down are lost (a reconnect does not replay them).
+ * - The event stream starts every connection with `server.connected` and sends `server.heartbeat` every 10 s;
+ *   while it is down the consumer hears of a failed retry every 5 s (the SDK's `onSseError`); events
+ *   emitted while it is down are lost (a reconnect does not replay them).
  *
  * Nothing happens on its own: the test drives runs with `finish`, `fail`, `toolCall`, ... and reads what
  * reached the model (`reachedModel`, `maxRunning`). Optional latency (in event-loop turns, from a seeded
@@ -39,6 +40,12 @@ import {
   type SessionSummary,
   type ToastVariant,
 } from "../../src/opencode/client.js";
+
+/** opencode's keep-alive on a connected stream (the SDK's Event union does not list it). */
+const HEARTBEAT = { type: "server.heartbeat", properties: {} } as unknown as Event;
+const HEARTBEAT_MS = 10_000;
+/** The longest the SDK waits between retries of a stream it lost (OpencodeHttpApi's sseMaxRetryDelay). */
+const SDK_RETRY_MS = 5_000;
 
 type SessionError = NonNullable<Extract<Event, { type: "session.error" }>["properties"]["error"]>;
 
@@ -857,7 +864,10 @@ export class SimulatedOpencode implements OpencodeApi {
     const aborted = new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
     while (!signal.aborted) {
       if (!this.#up) {
+        // The SDK retries a stream it cannot get every few seconds, and says so each time.
+        const retry = setTimeout(() => onError(new TypeError("fetch failed")), SDK_RETRY_MS);
         await Promise.race([aborted, new Promise<void>((resolve) => this.#waitingForStream.add(resolve))]);
+        clearTimeout(retry);
         continue;
       }
       const connection: Connection = { queue: [], wake: null, lost: false, onError };
@@ -872,8 +882,16 @@ export class SimulatedOpencode implements OpencodeApi {
             yield event;
             continue;
           }
+          let quiet = false;
+          const heartbeat = setTimeout(() => {
+            quiet = true;
+            connection.wake?.();
+          }, HEARTBEAT_MS);
           await Promise.race([aborted, new Promise<void>((resolve) => (connection.wake = resolve))]);
+          clearTimeout(heartbeat);
           connection.wake = null;
+          // Not counted as activity: a heartbeat changes nothing, and settle() must still see quiet.
+          if (quiet && !signal.aborted && !connection.lost) yield HEARTBEAT;
         }
       } finally {
         this.#connections.delete(connection);

@@ -372,8 +372,8 @@ export class TaskWorld {
     for (const agent of this.agents) this.sim.addAgent(agent);
     this.sim.reconnect();
     await this.settle();
-    // A stream that ended or threw reconnects after the watcher's back-off (250 ms, doubling).
-    for (let wait = 0; wait < 5 && !this.sim.streamConnected; wait++) await this.advance(300);
+    // A stream that ended, threw or went quiet reconnects after the watcher's back-off (250 ms doubling to 5 s).
+    for (let wait = 0; wait < 20 && !this.sim.streamConnected; wait++) await this.advance(300);
     // Aborts that could not reach opencode are retried with back-off (1 s doubling to 30 s).
     for (let wait = 0; wait < 70 && this.#unreachableOrphans() > 0; wait++) await this.advance(1_000);
     this.check(true);
