@@ -20,6 +20,8 @@ interface StreamedStep extends Omit<Step, "text"> {
  */
 export class StreamedAnswer {
   readonly #assistantIds = new Set<string>();
+  /** Prompts (ours and opencode's own): their text is not the answer. A session has a handful. */
+  readonly #userIds = new Set<string>();
   #last: StreamedStep | null = null;
   /** The latest step before `#last` that wrote text. */
   #lastWithText: StreamedStep | null = null;
@@ -36,8 +38,9 @@ export class StreamedAnswer {
     this.#gap = true;
   }
 
-  onUser(): void {
+  onUser(messageID: string): void {
     this.#runSeen = true;
+    this.#userIds.add(messageID);
   }
 
   onAssistant({ messageID, completed, finish, error }: AssistantSignal): void {
@@ -57,7 +60,11 @@ export class StreamedAnswer {
 
   /** Records an answer text part; false when it is not an assistant's (our own prompt's text). */
   onText({ messageID, partID, text }: TextSignal): boolean {
-    if (!this.#assistantIds.has(messageID)) return false;
+    if (!this.#assistantIds.has(messageID)) {
+      // Neither a prompt nor a step we saw begin: the step's own announcement was lost.
+      if (!this.#userIds.has(messageID)) this.#gap = true;
+      return false;
+    }
     const step = this.#step(messageID);
     if (step) step.parts.set(partID, text);
     else this.#gap = true;

@@ -133,7 +133,7 @@ export class SessionFollower {
         }
         return;
       case "user":
-        followed.answer.onUser();
+        followed.answer.onUser(signal.messageID);
         return;
       case "assistant":
         followed.taken = true;

@@ -539,6 +539,19 @@ describe("SessionFollower: settling from the streamed events", () => {
     expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
   });
 
+  it("reads the messages when a step's text arrives without the step's start (its announcement was lost)", async () => {
+    const { did, api, start, feed } = setup();
+    start("t1", S);
+    const { events, messages } = scripted(S, lookThenAnswer);
+    api.answer(S, messages);
+    const lastStart = events.findIndex((e) => e.type === "message.updated" && e.properties.info.id === "msg_a2");
+    events.splice(lastStart, 1);
+    feed(...events);
+    await flush();
+    expect(api.messageReads).toEqual([S]);
+    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+  });
+
   it("reads the messages when the stream shows the last step unfinished at idle", async () => {
     const { did, api, start, feed } = setup();
     start("t1", S);
