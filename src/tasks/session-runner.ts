@@ -120,7 +120,7 @@ export class SessionRunner implements SessionControl {
       await this.#o.events.ready();
       if (this.#ended(taskId)) {
         // Ended while the session was being set up: it never gets our prompt.
-        if (task.prompted_at === null) await api.deleteSession(sessionID).catch(() => undefined);
+        if (task.prompted_at === null) await this.#stopped.discard(sessionID);
         return;
       }
       let resumed = false;
