@@ -31,7 +31,7 @@ export async function launchLatency(backend: Backend, profile: Profile): Promise
         `<= ${BUSY_BUDGET_MS} ms`,
         { value: busyOurs.p99, unit: "ms" },
         busyOurs.p99 !== null && busyOurs.p99 <= BUSY_BUDGET_MS,
-        "a launch waits on opencode (GET /agent, or GET /global/health with a cached agent list), which answers slowly while it creates and prompts sessions",
+        "a launch makes no request to opencode (agents, reachability and parents are known locally); the tail is our own event loop, busy starting the burst's sessions (their events and store writes) when the launch arrives",
       ),
     ],
     details: {

@@ -30,8 +30,10 @@ type Field = keyof Omit<Sample, "kind">;
 const PARENT_SLACK_MS = 15;
 const PARENT_P99_MS = 100;
 
-const PARENT_PATH = "after the notification, the outbox reads the parent's messages, then sends prompt_async: two opencode round trips after the push";
-const SERVER_SHARE = "on session.idle the follower reads the session's messages to settle the result (an opencode round trip), then stores and pushes";
+const PARENT_PATH =
+  "after the notification, one prompt_async per parent (agent and model known from the event stream); opencode takes ~40-60 ms p50 to accept a prompt_async on its own (bench/README.md, where the start overhead goes), and it takes prompts one after another, so parents released together wait for each other inside opencode";
+const SERVER_SHARE =
+  "the result is settled from the streamed events in the idle's own turn (no read), then one SQLite write and the push; the tail is tasks ending in the same instant, settled and pushed one after another on one thread";
 
 // Our server does not care how long a task ran; its one-at-a-time samples use short runs to get many.
 const SHORT = { min: 0, max: 100 };

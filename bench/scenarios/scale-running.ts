@@ -62,7 +62,7 @@ export async function scaleRunning(backend: Backend, profile: Profile): Promise<
         `<= ${ALL_RUNNING_VS_CALIBRATION} x = ${allRunningLimit} ms`,
         ours.allRunning,
         ours.allRunning.value !== null && allRunningLimit !== null && ours.allRunning.value <= allRunningLimit,
-        "each launch also asks opencode for its agent list (or health) before queueing, and each start waits on session create and prompt_async in turn",
+        "a start is a session create and a prompt_async, as when opencode is driven directly (the calibration column); opencode takes them one after another",
       ),
       budget(
         "e.drain",
@@ -70,7 +70,7 @@ export async function scaleRunning(backend: Backend, profile: Profile): Promise<
         `>= ${DRAIN_RATE_BUDGET} tasks/s`,
         ours.drainRate,
         ours.drainRate.value !== null && ours.drainRate.value >= DRAIN_RATE_BUDGET,
-        `opencode itself announces the ${n} sessions idle at the rate in the 'opencode direct' column; each completion also costs a messages read`,
+        `opencode itself announces the ${n} sessions idle at the rate in the 'opencode direct' column (driven directly, no server of ours in between); we settle each from its events, without a read`,
       ),
       budget(
         "f.rss",
@@ -78,7 +78,7 @@ export async function scaleRunning(backend: Backend, profile: Profile): Promise<
         `<= ${RSS_BUDGET_MB} MB`,
         ours.rss,
         ours.rss.value !== null && ours.rss.value <= RSS_BUDGET_MB,
-        "'server RSS at start' is the process at rest (Node, MCP SDK, zod, opencode SDK, SQLite); the rest grew during the burst of launches (per-task state plus garbage the GC has not returned; each launch also fetches and parses opencode's agent list)",
+        "'server RSS at start' is the process at rest (Node, MCP SDK, zod, opencode SDK, SQLite); the rest grew during the burst of launches (per-task state, the p-queue jobs and their follower state, plus garbage the GC has not returned: the peak (VmHWM) is barely above it)",
       ),
       budget("f.seed", `server RSS at ${n} running tasks below the seed's (${seed.rss.value} MB)`, "< seed", ours.rss, below(ours.rss, seed.rss)),
     ],

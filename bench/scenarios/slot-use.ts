@@ -60,7 +60,7 @@ export async function slotUse(backend: Backend, profile: Profile): Promise<Scena
         `<= ${START_VS_SEED} x seed = ${startLimit} ms`,
         ours.startOverhead,
         ours.startOverhead.value !== null && startLimit !== null && ours.startOverhead.value <= startLimit,
-        "launch validates the agent against opencode (GET /agent) before queueing; then session create, watcher ready, prompt_async; see bench/README.md, where the start overhead goes",
+        "a start is session create then prompt_async, as the seed's; opencode answers our concurrent creates and prompts more slowly in this 24-at-once workload (0.78x the seed's in bench/probe-start.ts, part C); see bench/README.md, where the start overhead goes",
       ),
       budget(
         `d.${ours.agent}`,
@@ -68,7 +68,7 @@ export async function slotUse(backend: Backend, profile: Profile): Promise<Scena
         `<= ${DRAIN_VS_IDEAL} x`,
         ours.ratio,
         ours.ratio.value !== null && ours.ratio.value <= DRAIN_VS_IDEAL,
-        "fixed per-task overhead (session create + prompt before the model, idle event + settle after it) is paid once per wave",
+        "each wave pays opencode's own per-task cost (last chunk -> idle event, session create, prompt_async, 204 -> request at the model: ~210 of the ~240 ms handoff in bench/probe-start.ts, part C); with it counted the slots never idle (drain / ideal incl. overhead)",
       ),
     );
   });
