@@ -35,8 +35,10 @@ export class ParentNotifier {
   readonly #changes: TaskChanges;
   readonly #contexts: SessionContexts;
   readonly #listener = (change: TaskChange): void => {
-    if (isTerminal(change.task.status) && change.task.parent_session_id) this.#sendDue();
+    if (isTerminal(change.task.status) && change.task.parent_session_id) this.#sendSoon();
   };
+  /** A send is due after this turn: set while one is waiting. */
+  #soon: NodeJS.Immediate | undefined;
   /** The last delivery queued per parent; the next one for that parent follows it. */
   readonly #lanes = new Map<string, Promise<void>>();
   /** Rows queued or being delivered: a row is sent by one lane only. */
@@ -70,18 +72,38 @@ export class ParentNotifier {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearImmediate(this.#soon);
+    this.#soon = undefined;
     this.#changes.off("change", this.#listener);
   }
 
   /** Sends every message that is due; resolves once nothing is left to send or in flight. */
   flush(): Promise<void> {
     this.#sendDue();
-    return this.#pending.size === 0 ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve));
+    return this.#pending.size === 0 && !this.#soon ? Promise.resolve() : new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  /**
+   * After the other listeners of this change (the MCP pushes) and the other tasks that end in the same
+   * turn: a request started in the middle of them delayed their notifications, and one outbox read then
+   * serves them all.
+   */
+  #sendSoon(): void {
+    this.#soon ??= setImmediate(() => {
+      this.#soon = undefined;
+      this.#sendDue();
+    });
   }
 
   #sendDue(): void {
     if (!this.#closed) for (const row of this.#store.dueOutbox(Date.now())) this.#enqueue(row);
-    if (this.#pending.size === 0) this.#schedule();
+    if (this.#pending.size === 0 && !this.#soon) this.#settled();
+  }
+
+  /** Nothing is due, in flight or about to be sent: wait for the next retry, and tell flush() callers. */
+  #settled(): void {
+    this.#schedule();
+    for (const resolve of this.#idle.splice(0)) resolve();
   }
 
   #enqueue(row: OutboxRow): void {
@@ -95,9 +117,7 @@ export class ParentNotifier {
       .finally(() => {
         this.#pending.delete(row.id);
         if (this.#lanes.get(row.target) === lane) this.#lanes.delete(row.target);
-        if (this.#pending.size > 0) return;
-        this.#schedule();
-        for (const resolve of this.#idle.splice(0)) resolve();
+        if (this.#pending.size === 0 && !this.#soon) this.#settled();
       });
     this.#lanes.set(row.target, lane);
   }
