@@ -4,7 +4,7 @@ import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import { ScriptedModel } from "../dev/model-server.js";
 import { startOpencodeSandbox, type OpencodeSandbox } from "../dev/opencode-sandbox.js";
 import { OpencodeTap } from "./opencode-tap.js";
-import { waitUntil } from "./async-utils.js";
+import { sleep, waitUntil } from "./async-utils.js";
 import { BENCH_AGENTS } from "./profile.js";
 
 /** Every bench prompt carries `sample:<id>`, so a model request can be traced back to its sample. */
@@ -90,4 +90,18 @@ async function warmUp(sdk: OpencodeClient, tap: OpencodeTap): Promise<void> {
       await waitUntil(`opencode's warm-up run of agent ${agent}`, () => tap.idleAt(session.id) !== undefined, 120_000);
     }),
   );
+}
+
+/**
+ * Waits until opencode runs no session (its status map is empty), then a moment more: sessions an earlier
+ * workload released are still being finished inside opencode, and would slow whichever side runs next.
+ */
+export async function opencodeQuiet(backend: Backend, settleMs = 1_000, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { data } = await backend.sdk.session.status();
+    if (Object.keys(data ?? {}).length === 0 || Date.now() > deadline) break;
+    await sleep(250);
+  }
+  await sleep(settleMs);
 }

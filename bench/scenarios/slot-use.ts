@@ -4,10 +4,11 @@
 import type { ModelRequestRecord } from "../../dev/model-server.js";
 import { nowMs } from "../../dev/model-server.js";
 import type { Backend } from "../backend.js";
-import { sampleTag } from "../backend.js";
+import { opencodeQuiet, sampleTag } from "../backend.js";
 import type { Launched, Terminal } from "../mcp-driver.js";
 import type { Profile } from "../profile.js";
 import { budget, type Budget, type Row, type ScenarioResult } from "../report.js";
+import { sleep } from "../async-utils.js";
 import { spawnSide, SIDES, type Side } from "../sides.js";
 import { distribution, figure, median, type Distribution, type Figure } from "../stats.js";
 
@@ -32,6 +33,8 @@ interface AgentRun {
 
 /** Budget c: our start overhead at most this share of the seed's, in the same run. */
 const START_VS_SEED = 0.8;
+/** After a server answers `initialize`, before the workload: its start-up is not a task's start. */
+const SERVER_SETTLE_MS = 1_000;
 /** Budget d: drain at most this many times ceil(N/L) x D. */
 const DRAIN_VS_IDEAL = 1.05;
 
@@ -85,6 +88,7 @@ export async function slotUse(backend: Backend, profile: Profile): Promise<Scena
       "Max in flight at the model must equal the limit (a correctness check, no budget). Ideal = ceil(N/L) x D, D being the scripted model's delay per task; drain = first launch call -> last terminal notification at the client.",
       "Ideal with overhead = start overhead + waves x D + (waves - 1) x median handoff gap + finish overhead, all measured in the same run: start overhead = launch call -> request at the model (first wave, median); handoff gap = a request's end at the model -> the next queued task's request arriving there; finish overhead = last request's end -> terminal notification.",
       "All tasks of both agents are launched together, so the two agents' queues also run side by side.",
+      `Each side starts when opencode runs no session (the previous scenario's released sessions are finished), and ${SERVER_SETTLE_MS} ms after its server answered initialize: a start here is a task's, not the server's (ours connects its event stream at start; the seed subscribes to nothing).`,
     ],
   };
 }
@@ -96,7 +100,11 @@ function withUnits({ limit, tasks, waves, ...figures }: AgentRun): Record<string
 
 async function measure(backend: Backend, profile: Profile, side: Side): Promise<AgentRun[]> {
   const { durationMs, agents } = profile.slots;
+  // Per-task start overhead is a steady-state figure: opencode done with the previous workload, and the
+  // server past its own start (ours connects its event stream first; the seed subscribes to nothing).
+  await opencodeQuiet(backend);
   const spawned = await spawnSide(side, backend, { concurrency: Object.fromEntries(agents.map((a) => [a.agent, a.limit])), seedPollMs: profile.seedPollMs });
+  await sleep(SERVER_SETTLE_MS);
   const group = (agent: string): string => `slots-${side}-${agent}`;
   try {
     const plan = agents.flatMap((a) => Array.from({ length: a.tasks }, (_, i) => ({ agent: a.agent, id: `${group(a.agent)}-${i}` })));
