@@ -111,11 +111,9 @@ export class SessionRunner implements SessionControl {
       }
       if (sessionID === null) {
         sessionID = await api.createSession(this.#sessionInput(task));
-        follower.follow(taskId, sessionID);
         records.markSession(taskId, sessionID, this.#o.embedded);
-      } else {
-        follower.follow(taskId, sessionID);
       }
+      follower.follow(taskId, sessionID);
       task = records.get(taskId)!;
       await this.#o.events.ready();
       if (this.#ended(taskId)) {
