@@ -503,66 +503,57 @@ describe("SessionFollower: settling from the streamed events", () => {
     expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "Halfway." } }]);
   });
 
-  it("reads the messages when the stream reconnected during the run (events may be lost)", async () => {
+  /**
+   * The run of `steps` streamed as `deliver` feeds it: the stream cannot vouch for it, so the idle reads the
+   * messages once, and the task ends with the answer they hold.
+   */
+  async function expectSettledByRead(
+    steps: ScriptStep[],
+    deliver: (events: OpencodeEvent[], feed: (...events: OpencodeEvent[]) => void, follower: SessionFollower) => void,
+  ): Promise<void> {
     const { did, api, start, feed, follower } = setup();
     start("t1", S);
-    const { events, messages } = scripted(S, lookThenAnswer);
+    const { events, messages } = scripted(S, steps);
     api.answer(S, messages);
-    feed(...events.slice(0, 6));
-    follower.onReconnect();
-    feed(...events.slice(6));
+    deliver(events, feed, follower);
     await flush();
     expect(api.messageReads).toEqual([S]);
     expect(did.finishes).toEqual([{ taskId: "t1", status: "completed", fields: { result: "Found it: parse() in src/config.ts." } }]);
+  }
+
+  it("reads the messages when the stream reconnected during the run (events may be lost)", async () => {
+    await expectSettledByRead(lookThenAnswer, (events, feed, follower) => {
+      feed(...events.slice(0, 6));
+      follower.onReconnect();
+      feed(...events.slice(6));
+    });
   });
 
   it("reads the messages when it did not see the run start (no user message since it followed)", async () => {
-    const { did, api, start, feed } = setup();
-    start("t1", S);
-    const { events, messages } = scripted(S, lookThenAnswer);
-    api.answer(S, messages);
-    feed(...events.slice(2));
-    await flush();
-    expect(api.messageReads).toEqual([S]);
-    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+    await expectSettledByRead(lookThenAnswer, (events, feed) => feed(...events.slice(2)));
   });
 
   it("reads the messages when an older step changes after a newer one started", async () => {
-    const { did, api, start, feed } = setup();
-    start("t1", S);
-    const { events, messages } = scripted(S, [{ tools: ["grep"], finish: "tool-calls" }, ...lookThenAnswer]);
-    api.answer(S, messages);
-    const idles = events.splice(-2);
-    feed(...events, partUpdated(textPart(S, "msg_a1", "a late word")), ...idles);
-    await flush();
-    expect(api.messageReads).toEqual([S]);
-    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+    await expectSettledByRead([{ tools: ["grep"], finish: "tool-calls" }, ...lookThenAnswer], (events, feed) => {
+      const idles = events.splice(-2);
+      feed(...events, partUpdated(textPart(S, "msg_a1", "a late word")), ...idles);
+    });
   });
 
   it("reads the messages when a step's text arrives without the step's start (its announcement was lost)", async () => {
-    const { did, api, start, feed } = setup();
-    start("t1", S);
-    const { events, messages } = scripted(S, lookThenAnswer);
-    api.answer(S, messages);
-    const lastStart = events.findIndex((e) => e.type === "message.updated" && e.properties.info.id === "msg_a2");
-    events.splice(lastStart, 1);
-    feed(...events);
-    await flush();
-    expect(api.messageReads).toEqual([S]);
-    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+    await expectSettledByRead(lookThenAnswer, (events, feed) => {
+      const lastStart = events.findIndex((e) => e.type === "message.updated" && e.properties.info.id === "msg_a2");
+      events.splice(lastStart, 1);
+      feed(...events);
+    });
   });
 
   it("reads the messages when the stream shows the last step unfinished at idle", async () => {
-    const { did, api, start, feed } = setup();
-    start("t1", S);
-    const { events, messages } = scripted(S, lookThenAnswer);
-    api.answer(S, messages);
-    const idles = events.splice(-2);
-    events.splice(-1); // the last step's completion is never streamed
-    feed(...events, ...idles);
-    await flush();
-    expect(api.messageReads).toEqual([S]);
-    expect(did.finishes.map((f) => f.fields)).toEqual([{ result: "Found it: parse() in src/config.ts." }]);
+    await expectSettledByRead(lookThenAnswer, (events, feed) => {
+      const idles = events.splice(-2);
+      events.splice(-1); // the last step's completion is never streamed
+      feed(...events, ...idles);
+    });
   });
 });
 
